@@ -1,0 +1,1 @@
+"""Declarative catalog definitions shipped with SmolQL, installed as ``smolql.catalogs``."""

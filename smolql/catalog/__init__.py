@@ -1,0 +1,1 @@
+"""Image catalogs: scanning, probing, renditions and ingest into DuckDB."""

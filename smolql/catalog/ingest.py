@@ -1,0 +1,269 @@
+"""Bring a catalog's tables in line with its source folder, in parallel and crash-safely.
+
+Each file is processed by a worker thread; results are committed to DuckDB in small
+transactions, so a killed ingest leaves only whole rows behind and a re-run skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+from tqdm import tqdm
+
+from smolql.catalog.spec import RenditionSpec
+from smolql.catalog.worker import TMP_MARK, Ingested, Skipped, ingest_file
+from smolql.imaging.decode import turbo
+from smolql.store import SCHEMA
+
+COMMIT_EVERY = 64
+COMMIT_SECONDS = 2.0
+
+
+@dataclass
+class IngestSummary:
+    images: int = 0
+    skipped: int = 0
+    processed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    reasons: list[tuple[str, str]] = field(default_factory=list)
+
+    def line(self, catalog: str) -> str:
+        """The one-line summary printed after an ingest."""
+        text = f"{catalog}: {self.images} images, {self.skipped} skipped"
+        if self.skipped:
+            text += f" (see: smolql catalog show {catalog})"
+        return (
+            text
+            + f"; {self.processed} processed, {self.unchanged} unchanged, "
+            + (f"{self.removed} removed")
+        )
+
+
+@dataclass(frozen=True)
+class _Work:
+    todo: list[tuple[int, str]]
+    removed_ids: list[int]
+    unchanged: int
+
+
+def ingest(
+    con: duckdb.DuckDBPyConnection,
+    catalog: str,
+    paths: list[str],
+    specs: tuple[RenditionSpec, ...],
+    out_dir: str,
+    *,
+    max_pixels: int,
+    workers: int,
+    progress: bool | None = None,
+) -> IngestSummary:
+    """Ingest ``paths`` into ``catalog``: new and changed files processed, gone ones removed."""
+    turbo()  # fail fast, once, if libjpeg-turbo is missing, instead of once per file
+    work = _plan(con, catalog, paths, specs)
+    _remove(con, catalog, work.removed_ids, paths)
+    summary = IngestSummary(unchanged=work.unchanged, removed=len(work.removed_ids))
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=len(work.todo), unit="img", desc=f"ingest {catalog}", disable=not show)
+    batch: list[tuple[int, Ingested | Skipped]] = []
+    last_commit = time.monotonic()
+    with bar:
+        for image_id, result in _run(work.todo, specs, out_dir, max_pixels, workers):
+            batch.append((image_id, result))
+            bar.update()
+            if len(batch) >= COMMIT_EVERY or time.monotonic() - last_commit > COMMIT_SECONDS:
+                _commit(con, catalog, batch, summary)
+                batch, last_commit = [], time.monotonic()
+        _commit(con, catalog, batch, summary)
+    remove_orphan_files(con, catalog, out_dir)
+    summary.images, summary.skipped = con.execute(
+        f"SELECT (SELECT count(*) FROM {SCHEMA}.images WHERE catalog = $1),"
+        f" (SELECT count(*) FROM {SCHEMA}.errors WHERE catalog = $1)",
+        [catalog],
+    ).fetchone()
+    return summary
+
+
+def _plan(
+    con: duckdb.DuckDBPyConnection,
+    catalog: str,
+    paths: list[str],
+    specs: tuple[RenditionSpec, ...],
+) -> _Work:
+    existing = {
+        path: (image_id, size, mtime_ns)
+        for image_id, path, size, mtime_ns in con.execute(
+            f"SELECT id, path, bytes, mtime_ns FROM {SCHEMA}.images WHERE catalog = ?", [catalog]
+        ).fetchall()
+    }
+    renditions: dict[int, set[str]] = {}
+    for image_id, spec, path in con.execute(
+        f"SELECT image_id, spec, path FROM {SCHEMA}.renditions WHERE catalog = ?", [catalog]
+    ).fetchall():
+        if os.path.exists(path):
+            renditions.setdefault(image_id, set()).add(spec)
+    wanted = {str(s) for s in specs}
+    next_id = max((v[0] for v in existing.values()), default=0) + 1
+    todo: list[tuple[int, str]] = []
+    for path in paths:
+        if path not in existing:
+            todo.append((next_id, path))
+            next_id += 1
+            continue
+        image_id, size, mtime_ns = existing[path]
+        if _changed(path, size, mtime_ns) or not wanted <= renditions.get(image_id, set()):
+            todo.append((image_id, path))
+    present = set(paths)
+    gone = [(v[0], p) for p, v in existing.items() if p not in present]
+    return _Work(
+        todo=todo,
+        removed_ids=[i for i, _ in gone],
+        unchanged=len(existing) - len(gone) - sum(1 for _, p in todo if p in existing),
+    )
+
+
+def _changed(path: str, size: int, mtime_ns: int) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return True
+    return st.st_size != size or st.st_mtime_ns != mtime_ns
+
+
+def _run(
+    todo: list[tuple[int, str]],
+    specs: tuple[RenditionSpec, ...],
+    out_dir: str,
+    max_pixels: int,
+    workers: int,
+) -> Iterator[tuple[int, Ingested | Skipped]]:
+    """Yield results as workers finish, with at most a few files in flight per worker."""
+    window = 4 * workers
+    pending: dict[Future, int] = {}
+    items = iter(todo)
+    with ThreadPoolExecutor(workers, thread_name_prefix="smolql-ingest") as pool:
+        while True:
+            for image_id, path in items:
+                pending[pool.submit(ingest_file, path, specs, out_dir, max_pixels)] = image_id
+                if len(pending) >= window:
+                    break
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield pending.pop(future), future.result()
+
+
+def _commit(
+    con: duckdb.DuckDBPyConnection,
+    catalog: str,
+    batch: list[tuple[int, Ingested | Skipped]],
+    summary: IngestSummary,
+) -> None:
+    if not batch:
+        return
+    rows, renditions, errors = [], [], []
+    for image_id, result in batch:
+        if isinstance(result, Skipped):
+            errors.append({"catalog": catalog, "path": result.path, "reason": result.reason})
+            summary.reasons.append((result.path, result.reason))
+            continue
+        rows.append({"catalog": catalog, "id": image_id, **result.row})
+        renditions.extend(
+            {"catalog": catalog, "image_id": image_id, "hash": result.row["hash"], **vars(r)}
+            for r in result.renditions
+        )
+    summary.processed += len(rows)
+    ids = pa.table({"id": [i for i, _ in batch]})
+    paths = pa.table(
+        {"path": [r.path if isinstance(r, Skipped) else r.row["path"] for _, r in batch]}
+    )
+    con.begin()
+    try:
+        con.register("_ids", ids)
+        con.register("_paths", paths)
+        con.execute(
+            f"DELETE FROM {SCHEMA}.images WHERE catalog = ? AND id IN (SELECT id FROM _ids)",
+            [catalog],
+        )
+        con.execute(
+            f"DELETE FROM {SCHEMA}.renditions WHERE catalog = ?"
+            " AND image_id IN (SELECT id FROM _ids)",
+            [catalog],
+        )
+        con.execute(
+            f"DELETE FROM {SCHEMA}.errors WHERE catalog = ? AND path IN (SELECT path FROM _paths)",
+            [catalog],
+        )
+        _insert(con, "images", rows)
+        _insert(con, "renditions", renditions)
+        _insert(con, "errors", errors, stamp="recorded")
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    finally:
+        con.unregister("_ids")
+        con.unregister("_paths")
+
+
+def _insert(
+    con: duckdb.DuckDBPyConnection, table: str, rows: list[dict], stamp: str | None = None
+) -> None:
+    if not rows:
+        return
+    con.register("_rows", pa.Table.from_pylist(rows))
+    try:
+        extra = f", now()::TIMESTAMP AS {stamp}" if stamp else ""
+        con.execute(f"INSERT INTO {SCHEMA}.{table} BY NAME SELECT *{extra} FROM _rows")
+    finally:
+        con.unregister("_rows")
+
+
+def _remove(
+    con: duckdb.DuckDBPyConnection, catalog: str, ids: list[int], present: list[str]
+) -> None:
+    """Drop rows of files that are gone, and errors recorded for files no longer there."""
+    con.begin()
+    con.register("_present", pa.table({"path": pa.array(present, pa.string())}))
+    try:
+        for table, column in (("images", "id"), ("renditions", "image_id")):
+            con.execute(
+                f"DELETE FROM {SCHEMA}.{table} WHERE catalog = ? AND list_contains(?, {column})",
+                [catalog, ids],
+            )
+        con.execute(
+            f"DELETE FROM {SCHEMA}.errors WHERE catalog = ?"
+            " AND path NOT IN (SELECT path FROM _present)",
+            [catalog],
+        )
+        con.commit()
+    finally:
+        con.unregister("_present")
+
+
+def remove_orphan_files(con: duckdb.DuckDBPyConnection, catalog: str, out_dir: str) -> int:
+    """Delete rendition files no row points at (replaced content, leftovers of a killed run)."""
+    if not os.path.isdir(out_dir):
+        return 0
+    keep = {
+        p
+        for (p,) in con.execute(
+            f"SELECT path FROM {SCHEMA}.renditions WHERE catalog = ?", [catalog]
+        ).fetchall()
+    }
+    removed = 0
+    for root, _dirs, names in os.walk(out_dir):
+        for name in names:
+            path = os.path.join(root, name)
+            if path not in keep or TMP_MARK in name:
+                os.remove(path)
+                removed += 1
+    return removed

@@ -1,0 +1,117 @@
+"""The per-file ingest step: read, hash, probe, decode once, write every rendition.
+
+It runs in worker threads: libjpeg-turbo, OpenCV and hashlib release the GIL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+from smolql.catalog.spec import RenditionSpec
+from smolql.errors import DecodeError
+from smolql.imaging.decode import decode_rgb
+from smolql.imaging.encode import encode, shrink_to_short_side
+from smolql.imaging.probe import probe
+
+TMP_MARK = ".tmp-"
+
+
+@dataclass(frozen=True)
+class Rendition:
+    spec: str
+    path: str
+    width: int
+    height: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """One image's catalog row (without id) and its renditions."""
+
+    row: dict
+    renditions: tuple[Rendition, ...]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+def ingest_file(
+    path: str, specs: tuple[RenditionSpec, ...], out_dir: str, max_pixels: int
+) -> Ingested | Skipped:
+    """Process one file; every failure becomes a :class:`Skipped` with a readable reason."""
+    try:
+        return _ingest(path, specs, out_dir, max_pixels)
+    except DecodeError as e:
+        return Skipped(path, e.message)
+    except PermissionError:
+        return Skipped(path, "permission denied")
+    except OSError as e:
+        return Skipped(path, f"cannot read file: {e.strerror or e}")
+    except MemoryError:
+        return Skipped(path, "out of memory while decoding")
+    except Exception as e:  # a decoder library choking on odd data must not stop the ingest
+        return Skipped(path, f"cannot decode: {type(e).__name__}: {e}")
+
+
+def _ingest(path: str, specs: tuple[RenditionSpec, ...], out_dir: str, max_pixels: int) -> Ingested:
+    st = os.stat(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    info = probe(data, path)
+    if info.pixels > max_pixels:
+        raise DecodeError(
+            f"{info.width}x{info.height} = {info.pixels:,} pixels exceeds the limit of "
+            f"{max_pixels:,} (setting max_image_pixels)",
+            file=path,
+        )
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    renditions: tuple[Rendition, ...] = ()
+    if specs:
+        largest = max(s.short_side for s in specs)
+        pixels = decode_rgb(data, info, path, min_short_side=2 * largest)
+        renditions = tuple(_write(pixels, spec, digest, out_dir) for spec in specs)
+    row = {
+        "file": os.path.basename(path),
+        "path": path,
+        "format": info.format,
+        "width": info.width,
+        "height": info.height,
+        "stored_width": info.stored_width,
+        "stored_height": info.stored_height,
+        "mode": info.mode,
+        "bytes": st.st_size,
+        "mtime": datetime.fromtimestamp(st.st_mtime),
+        "mtime_ns": st.st_mtime_ns,
+        "hash": digest,
+        "orientation": info.orientation,
+        "progressive": info.progressive,
+        "subsampling": info.subsampling,
+    }
+    return Ingested(row, renditions)
+
+
+def rendition_path(out_dir: str, spec: RenditionSpec, digest: str) -> str:
+    """Content-addressed: identical files share one rendition; changed files get a new one."""
+    return os.path.join(out_dir, spec.slug, digest[:2], digest + spec.suffix)
+
+
+def _write(pixels, spec: RenditionSpec, digest: str, out_dir: str) -> Rendition:
+    small = shrink_to_short_side(pixels, spec.short_side)
+    data = encode(small, spec.format, spec.quality)
+    target = rendition_path(out_dir, spec, digest)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    # Write beside the target, then rename: a killed ingest never leaves a half-written file
+    # under a final name.
+    tmp = f"{target}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, target)
+    return Rendition(str(spec), target, small.shape[1], small.shape[0], len(data))

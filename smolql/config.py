@@ -1,0 +1,108 @@
+"""Settings, declared once with a default and a help line and validated on assignment.
+
+The CLI, ``SET smolql.<name>`` statements and the notebook magic all read these declarations.
+
+>>> s = Settings()
+>>> s.set("max_image_pixels", "1000")
+>>> s.max_image_pixels
+1000
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from smolql.errors import ConfigError
+
+DEFAULT_DB = "smolql.duckdb"
+DB_ENV = "SMOLQL_DB"
+PILLOW_PIXEL_LIMIT = 178_956_970
+
+
+def _positive_int(value: Any) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a positive integer")
+    return number
+
+
+def _non_negative_int(value: Any) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be zero or more")
+    return number
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[Any], Any]
+
+
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in (
+        Setting(
+            "max_image_pixels",
+            PILLOW_PIXEL_LIMIT,
+            "Images with more pixels than this are skipped (read from the header, never decoded).",
+            _positive_int,
+        ),
+        Setting(
+            "workers",
+            0,
+            "Worker threads for ingest and decoding; 0 means one per CPU core.",
+            _non_negative_int,
+        ),
+    )
+}
+
+
+class Settings:
+    """Current values of the declared settings for one connection."""
+
+    def __init__(self, **overrides: Any) -> None:
+        self._values = {name: s.default for name, s in SETTINGS.items()}
+        for name, value in overrides.items():
+            self.set(name, value)
+
+    def set(self, name: str, value: Any) -> None:
+        setting = _lookup(name)
+        try:
+            self._values[setting.name] = setting.parse(value)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"invalid value {value!r} for setting {name!r}: {e}") from e
+
+    def reset(self, name: str) -> None:
+        self._values[_lookup(name).name] = SETTINGS[name].default
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def _lookup(name: str) -> Setting:
+    from smolql.suggest import did_you_mean
+
+    if name not in SETTINGS:
+        raise ConfigError(f"unknown setting {name!r}{did_you_mean(name, SETTINGS)}")
+    return SETTINGS[name]
+
+
+def worker_count(settings: Settings) -> int:
+    return settings.workers or os.cpu_count() or 1
+
+
+def default_db_path() -> str:
+    """The database path used when none is given: ``$SMOLQL_DB`` or ``./smolql.duckdb``."""
+    return os.environ.get(DB_ENV) or DEFAULT_DB

@@ -1,0 +1,93 @@
+"""``smolql.connect``: a connection to a SmolQL database and its catalogs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from smolql.catalog import manage
+from smolql.catalog.ingest import IngestSummary
+from smolql.catalog.spec import DEFAULT_RENDITIONS
+from smolql.config import Settings, default_db_path, worker_count
+from smolql.sqlrun import query_arrow, run_sql
+from smolql.store import RenditionRoot, cursor, open_database
+
+
+class Connection:
+    """An open SmolQL database.
+
+    >>> con = connect(":memory:")
+    >>> con.sql("SELECT 42 AS answer").to_pylist()
+    [{'answer': 42}]
+    >>> con.close()
+    """
+
+    def __init__(self, database: str | None = None, **settings: Any) -> None:
+        self.database = database or default_db_path()
+        self.settings = Settings(**settings)
+        self.duckdb = open_database(self.database)
+        self.renditions = RenditionRoot(self.database)
+
+    def create_catalog(
+        self,
+        name: str,
+        source: str,
+        *,
+        renditions: Sequence[str] = DEFAULT_RENDITIONS,
+        labels: str | None = None,
+        max_pixels: int | None = None,
+        progress: bool | None = None,
+    ) -> IngestSummary:
+        """Register a folder (recursive) or glob of images as catalog ``name`` and ingest it."""
+        definition = manage.CatalogDef(
+            name,
+            source,
+            tuple(renditions),
+            labels,
+            max_pixels or self.settings.max_image_pixels,
+        )
+        return manage.create(self.duckdb, self.renditions, definition, self._opts(progress))
+
+    def refresh_catalog(self, name: str, *, progress: bool | None = None) -> IngestSummary:
+        """Ingest added and changed files and forget deleted ones; unchanged files are skipped."""
+        return manage.refresh(self.duckdb, self.renditions, name, self._opts(progress))
+
+    def drop_catalog(self, name: str) -> None:
+        manage.drop(self.duckdb, self.renditions, name)
+
+    def catalogs(self) -> list[str]:
+        return manage.names(self.duckdb)
+
+    def describe_catalog(self, name: str) -> dict:
+        return manage.describe(self.duckdb, name)
+
+    def sql(self, query: str, params: Sequence[Any] | dict | None = None) -> pa.Table:
+        """Run SQL and return the whole result as an Arrow table."""
+        return query_arrow(cursor(self.duckdb), query, params)
+
+    def execute(
+        self, query: str, params: Sequence[Any] | dict | None = None
+    ) -> duckdb.DuckDBPyConnection:
+        """Run SQL; the returned DuckDB cursor streams the result."""
+        return run_sql(cursor(self.duckdb), query, params)
+
+    def close(self) -> None:
+        self.duckdb.close()
+        self.renditions.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _opts(self, progress: bool | None) -> manage.IngestOptions:
+        return manage.IngestOptions(worker_count(self.settings), progress)
+
+
+def connect(database: str | None = None, **settings: Any) -> Connection:
+    """Open a SmolQL database (default: $SMOLQL_DB, else ./smolql.duckdb; or ":memory:")."""
+    return Connection(database, **settings)

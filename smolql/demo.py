@@ -1,0 +1,62 @@
+"""``smolql demo``: build a catalog of real photographs and query it.
+
+The photographs ship inside scikit-image's wheel, so the demo works offline.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import tomllib
+from importlib import resources
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from smolql.connection import Connection
+from smolql.output import format_table
+from smolql.store import MEMORY
+
+
+def load_definition(name: str = "demo") -> dict:
+    """A catalog definition shipped in ``smolql.catalogs`` (``catalogs/`` in the repo)."""
+    text = resources.files("smolql.catalogs").joinpath(f"{name}.toml").read_text()
+    return tomllib.loads(text)
+
+
+def write_demo_images(definition: dict, folder: str) -> None:
+    """Copy scikit-image's photographs into ``folder``, in the formats the definition names."""
+    import skimage
+
+    data_dir = os.path.join(os.path.dirname(skimage.__file__), "data")
+    os.makedirs(folder, exist_ok=True)
+    for source, fmt in definition["images"].items():
+        stem = os.path.splitext(source)[0]
+        target = os.path.join(folder, f"{stem}.{ {'jpeg': 'jpg', 'tiff': 'tif'}.get(fmt, fmt) }")
+        if os.path.exists(target):
+            continue
+        with Image.open(os.path.join(data_dir, source)) as im:
+            pixels = np.asarray(im.convert("RGB" if im.mode not in ("L", "RGB") else im.mode))
+        if fmt == "jpeg":
+            Image.fromarray(pixels).save(target, quality=92)
+        else:
+            bgr = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+            cv2.imwrite(target, bgr)
+
+
+def run_demo(con: Connection) -> int:
+    definition = load_definition("demo")
+    name = definition["name"]
+    if con.database == MEMORY:
+        folder = tempfile.mkdtemp(prefix="smolql-demo-")
+    else:
+        folder = os.path.abspath(con.database) + ".demo-images"
+    write_demo_images(definition, folder)
+    print(f"Demo catalog {name!r}: {definition['description']}, in {folder}")
+    summary = con.create_catalog(name, folder, renditions=definition["renditions"])
+    print(summary.line(name))
+    for q in definition["queries"]:
+        print(f"\n-- {q['title']}\n{q['sql'].strip()};")
+        print(format_table(con.sql(q["sql"])))
+    return 0

@@ -1,0 +1,1 @@
+"""Reading image headers, decoding whole images and encoding renditions."""

@@ -1,0 +1,62 @@
+"""Run SQL on DuckDB, turning its errors into SmolQL errors with line and column."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from smolql.errors import ParseError, QueryError
+
+_LINE = re.compile(r"^LINE (\d+): (.*)$")
+
+
+def query_arrow(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | dict | None = None
+) -> pa.Table:
+    """Run SQL (several statements allowed) and return the last one's result as Arrow."""
+    try:
+        relation = con.sql(sql, params=params)
+        return relation.to_arrow_table() if relation is not None else pa.table({})
+    except duckdb.Error as e:
+        raise sql_error(e) from e
+
+
+def run_sql(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | dict | None = None
+) -> duckdb.DuckDBPyConnection:
+    """Execute one or more statements; the connection then holds the last result."""
+    try:
+        return con.execute(sql, params) if params is not None else con.execute(sql)
+    except duckdb.Error as e:
+        raise sql_error(e) from e
+
+
+def sql_error(e: duckdb.Error) -> ParseError | QueryError:
+    """Map a DuckDB error to :class:`ParseError` (syntax) or :class:`QueryError` (the rest).
+
+    DuckDB ends positioned messages with ``LINE n: <text>`` and a caret line; that becomes
+    ``line``/``column`` and the ``context`` shown under the message.
+    """
+    text = str(e)
+    lines = text.split("\n")
+    line = column = None
+    context = ""
+    for i, item in enumerate(lines):
+        m = _LINE.match(item)
+        if m and i + 1 < len(lines):
+            line = int(m.group(1))
+            prefix = len(item) - len(m.group(2))
+            caret = lines[i + 1]
+            column = len(caret) - len(caret.lstrip(" ")) - prefix + 1
+            context = f"  {m.group(2)}\n  {' ' * (column - 1)}{caret.strip()}"
+            lines = lines[:i]
+            break
+    message = "\n".join(x for x in lines if x).strip()
+    cls = ParseError if isinstance(e, duckdb.ParserException) else QueryError
+    err = cls(message, line=line, column=column)
+    err.context = context
+    return err

@@ -1,0 +1,82 @@
+"""The embedded DuckDB database: opening it and its ``smolql`` system schema."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import duckdb
+
+from smolql.errors import CatalogError
+
+SCHEMA = "smolql"
+MEMORY = ":memory:"
+
+_DDL = (
+    f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.catalogs (
+        name VARCHAR, source VARCHAR, renditions VARCHAR[], labels VARCHAR,
+        max_pixels BIGINT, status VARCHAR, created TIMESTAMP, updated TIMESTAMP)""",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.images (
+        catalog VARCHAR, id INTEGER, file VARCHAR, path VARCHAR, format VARCHAR,
+        width INTEGER, height INTEGER, stored_width INTEGER, stored_height INTEGER,
+        mode VARCHAR, bytes BIGINT, mtime TIMESTAMP, mtime_ns BIGINT, hash VARCHAR,
+        orientation TINYINT, progressive BOOLEAN, subsampling VARCHAR)""",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.renditions (
+        catalog VARCHAR, image_id INTEGER, spec VARCHAR, path VARCHAR,
+        width INTEGER, height INTEGER, bytes BIGINT, hash VARCHAR)""",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.errors (
+        catalog VARCHAR, path VARCHAR, reason VARCHAR, recorded TIMESTAMP)""",
+)
+
+
+# A file is attached under this fixed name rather than opened directly: DuckDB names a
+# database after its file, and the default file smolql.duckdb would make ``smolql.errors``
+# ambiguous between the database and the system schema.
+ALIAS = "smolqldb"
+
+
+def open_database(path: str) -> duckdb.DuckDBPyConnection:
+    """Open (creating if needed) a SmolQL database and make sure its system schema exists."""
+    con = duckdb.connect(MEMORY)
+    if path != MEMORY:
+        literal = "'" + path.replace("'", "''") + "'"
+        try:
+            con.execute(f"ATTACH {literal} AS {ALIAS}")
+        except duckdb.Error as e:
+            con.close()
+            raise CatalogError(f"cannot open database: {e}", file=path) from e
+        con.execute(f"USE {ALIAS}")
+    for statement in _DDL:
+        con.execute(statement)
+    return con
+
+
+def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A new cursor on the same database, with the same default database selected."""
+    cur = con.cursor()
+    if con.execute("SELECT current_database()").fetchone()[0] == ALIAS:
+        cur.execute(f"USE {ALIAS}")
+    return cur
+
+
+class RenditionRoot:
+    """Where rendition files live: ``<db>.renditions/`` beside the database file.
+
+    An in-memory database gets a temporary folder that is removed on :meth:`close`.
+    """
+
+    def __init__(self, db_path: str) -> None:
+        self.temporary = db_path == MEMORY
+        if self.temporary:
+            self.path = tempfile.mkdtemp(prefix="smolql-renditions-")
+        else:
+            self.path = os.path.abspath(db_path) + ".renditions"
+
+    def catalog_dir(self, catalog: str) -> str:
+        return os.path.join(self.path, catalog)
+
+    def close(self) -> None:
+        if self.temporary:
+            shutil.rmtree(self.path, ignore_errors=True)

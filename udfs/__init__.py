@@ -1,0 +1,1 @@
+"""Built-in model UDFs, installed as ``smolql.udfs``; they register through the public API."""
