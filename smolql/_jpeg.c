@@ -1,7 +1,7 @@
 /* SmolQL's JPEG decoder: libjpeg-turbo with DCT scaling and region (ROI) decoding.
  *
  * Decodes straight into a caller-provided buffer (any writable buffer shaped (h, w, 3) uint8
- * with packed pixels; rows may be strided, so a decode can land in a slot of a batch buffer).
+ * for RGB or (h, w, 4) for RGBX, with packed pixels; rows may be strided, so a decode can land in a slot of a batch buffer).
  * The GIL is released while libjpeg works. Corrupt data raises ValueError with libjpeg's
  * message; warnings are errors too, except the harmless "extraneous bytes before marker".
  *
@@ -12,6 +12,7 @@
  * region of a full decode.
  */
 #define PY_SSIZE_T_CLEAN
+#define BLOCK_ROWS 16
 #include <Python.h>
 #include <setjmp.h>
 #include <stdio.h>
@@ -110,23 +111,27 @@ static PyObject *jpeg_info(PyObject *self, PyObject *args) {
     return result;
 }
 
-static void cmyk_to_rgb(const JSAMPLE *in, JSAMPLE *out, JDIMENSION n, int inverted) {
-    for (JDIMENSION i = 0; i < n; i++, in += 4, out += 3) {
+static void cmyk_to_rgb(const JSAMPLE *in, JSAMPLE *out, JDIMENSION n, int inverted,
+                        int channels) {
+    for (JDIMENSION i = 0; i < n; i++, in += 4, out += channels) {
         int c = in[0], m = in[1], y = in[2], k = in[3];
         if (!inverted) { c = 255 - c; m = 255 - m; y = 255 - y; k = 255 - k; }
         out[0] = (JSAMPLE)((c * k + 127) / 255);
         out[1] = (JSAMPLE)((m * k + 127) / 255);
         out[2] = (JSAMPLE)((y * k + 127) / 255);
+        if (channels == 4) out[3] = 255;
     }
 }
 
 typedef struct {
     unsigned int denom, x, y, w, h; /* region in scaled output pixels; w == 0: everything */
     int fancy;
+    int context; /* widen the column crop for the upsampler's neighbours (exact results) */
 } request;
 
 typedef struct {
     unsigned char *buf;   /* NULL: only compute the output size */
+    int channels;         /* 3 (RGB) or 4 (RGBX, X = 255) */
     Py_ssize_t stride;    /* bytes between rows */
     Py_ssize_t height, width;
     JSAMPLE *row;         /* scratch row, freed by the caller even after an error */
@@ -138,7 +143,7 @@ static int decode_region(decoder *d, const Py_buffer *src, const request *r, tar
     struct jpeg_decompress_struct *ci = &d->cinfo;
     read_header(d, src);
     int cmyk = ci->jpeg_color_space == JCS_CMYK || ci->jpeg_color_space == JCS_YCCK;
-    ci->out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
+    ci->out_color_space = cmyk ? JCS_CMYK : (t->channels == 4 ? JCS_EXT_RGBX : JCS_RGB);
     ci->scale_num = 1;
     ci->scale_denom = r->denom;
     ci->do_fancy_upsampling = r->fancy ? TRUE : FALSE;
@@ -159,21 +164,16 @@ static int decode_region(decoder *d, const Py_buffer *src, const request *r, tar
     if (t->buf == NULL) return 1;
     if (t->height != (Py_ssize_t)h || t->width != (Py_ssize_t)w) {
         snprintf(d->err.message, JMSG_LENGTH_MAX,
-                 "out has shape (%zd, %zd, 3) but the decode is (%u, %u, 3)", t->height,
-                 t->width, h, w);
-        return 0;
-    }
-    t->row = malloc((size_t)4 * full_w + 64);
-    if (t->row == NULL) {
-        strcpy(d->err.message, "out of memory");
+                 "out has shape (%zd, %zd) but the decode is (%u, %u)", t->height, t->width,
+                 h, w);
         return 0;
     }
     jpeg_start_decompress(ci);
     unsigned int left = 0;
     if (w < full_w) {
         unsigned int imcu = ci->max_h_samp_factor * ci->min_DCT_scaled_size;
-        JDIMENSION cx = x > 0 ? x - 1 : 0;
-        JDIMENSION cend = x + w + imcu / 2;
+        JDIMENSION cx = x > 0 && r->context ? x - 1 : x;
+        JDIMENSION cend = x + w + (r->context ? imcu / 2 : 0);
         if (cend > full_w) cend = full_w;
         JDIMENSION cw = cend - cx;
         jpeg_crop_scanline(ci, &cx, &cw);
@@ -181,22 +181,43 @@ static int decode_region(decoder *d, const Py_buffer *src, const request *r, tar
     }
     if (y > 0) jpeg_skip_scanlines(ci, y);
     int channels = ci->output_components;
-    JSAMPROW row = t->row;
-    for (unsigned int i = 0; i < h; i++) {
-        jpeg_read_scanlines(ci, &row, 1);
-        unsigned char *dst = t->buf + (Py_ssize_t)i * t->stride;
-        if (channels == 4) {
-            cmyk_to_rgb(row + (size_t)left * 4, dst, w, ci->saw_Adobe_marker);
-        } else {
-            memcpy(dst, row + (size_t)left * 3, (size_t)w * 3);
+    /* Read a block of rows per call (libjpeg works an iMCU row at a time), into scratch rows
+     * wide enough for the cropped output, then copy the wanted columns out. */
+    size_t scratch_row = (size_t)channels * ci->output_width;
+    t->row = malloc(scratch_row * BLOCK_ROWS + 64);
+    if (t->row == NULL) {
+        strcpy(d->err.message, "out of memory");
+        return 0;
+    }
+    JSAMPROW rows[BLOCK_ROWS];
+    for (int k = 0; k < BLOCK_ROWS; k++) rows[k] = t->row + (size_t)k * scratch_row;
+    unsigned int done = 0;
+    while (done < h) {
+        unsigned int want = h - done < BLOCK_ROWS ? h - done : BLOCK_ROWS;
+        unsigned int got = jpeg_read_scanlines(ci, rows, want);
+        if (got == 0) {
+            strcpy(d->err.message, "the decoder returned no rows");
+            return 0;
         }
+        for (unsigned int k = 0; k < got; k++) {
+            unsigned char *dst = t->buf + (Py_ssize_t)(done + k) * t->stride;
+            if (cmyk) {
+                cmyk_to_rgb(rows[k] + (size_t)left * 4, dst, w, ci->saw_Adobe_marker,
+                            t->channels);
+            } else {
+                memcpy(dst, rows[k] + (size_t)left * channels, (size_t)w * channels);
+            }
+        }
+        done += got;
     }
     jpeg_abort_decompress(ci);
     return 1;
 }
 
-static int parse_request(PyObject *region, unsigned int denom, int fancy, request *r) {
+static int parse_request(PyObject *region, unsigned int denom, int fancy, int context,
+                         request *r) {
     memset(r, 0, sizeof(*r));
+    r->context = context;
     if (denom != 1 && denom != 2 && denom != 4 && denom != 8) {
         PyErr_SetString(PyExc_ValueError, "scale_denom must be 1, 2, 4 or 8");
         return 0;
@@ -239,8 +260,8 @@ static PyObject *jpeg_output_size(PyObject *self, PyObject *args, PyObject *kw) 
     if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|IO", names, &src, &denom, &region))
         return NULL;
     request r;
-    target t = {NULL, 0, 0, 0, NULL};
-    int ok = parse_request(region, denom, 1, &r);
+    target t = {NULL, 3, 0, 0, 0, NULL};
+    int ok = parse_request(region, denom, 1, 1, &r);
     if (ok && !run(&src, &r, &t, &w, &h, message)) {
         PyErr_SetString(PyExc_ValueError, message);
         ok = 0;
@@ -249,32 +270,35 @@ static PyObject *jpeg_output_size(PyObject *self, PyObject *args, PyObject *kw) 
     return ok ? Py_BuildValue("(II)", w, h) : NULL;
 }
 
-/* decode_into(data, out, scale_denom=1, region=None, fancy_upsampling=True) -> (w, h). */
+/* decode_into(data, out, scale_denom=1, region=None, fancy_upsampling=True, context=True)
+ * -> (w, h). context=False crops columns without the upsampler's neighbours: only useful to
+ * show the edge effect that context removes. */
 static PyObject *jpeg_decode_into(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"data", "out", "scale_denom", "region", "fancy_upsampling", NULL};
+    static char *names[] = {"data",  "out", "scale_denom", "region", "fancy_upsampling",
+                            "context", NULL};
     Py_buffer src, dst;
     PyObject *out;
     unsigned int denom = 1, w = 0, h = 0;
     PyObject *region = Py_None;
-    int fancy = 1, ok;
+    int fancy = 1, context = 1, ok;
     char message[JMSG_LENGTH_MAX];
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*O|IOp", names, &src, &out, &denom, &region,
-                                     &fancy))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*O|IOpp", names, &src, &out, &denom, &region,
+                                     &fancy, &context))
         return NULL;
     if (PyObject_GetBuffer(out, &dst, PyBUF_WRITABLE | PyBUF_STRIDES) < 0) {
         PyBuffer_Release(&src);
         return NULL;
     }
     request r;
-    ok = parse_request(region, denom, fancy, &r);
-    if (ok && (dst.ndim != 3 || dst.itemsize != 1 || dst.shape[2] != 3 || dst.strides[2] != 1 ||
-               dst.strides[1] != 3)) {
+    ok = parse_request(region, denom, fancy, context, &r);
+    if (ok && (dst.ndim != 3 || dst.itemsize != 1 || (dst.shape[2] != 3 && dst.shape[2] != 4) ||
+               dst.strides[2] != 1 || dst.strides[1] != dst.shape[2])) {
         PyErr_SetString(PyExc_ValueError,
-                        "out must be a (height, width, 3) uint8 array with packed pixels");
+                        "out must be a (height, width, 3 or 4) uint8 array with packed pixels");
         ok = 0;
     }
     if (ok) {
-        target t = {dst.buf, dst.strides[0], dst.shape[0], dst.shape[1], NULL};
+        target t = {dst.buf, (int)dst.shape[2], dst.strides[0], dst.shape[0], dst.shape[1], NULL};
         Py_BEGIN_ALLOW_THREADS
         ok = run(&src, &r, &t, &w, &h, message);
         Py_END_ALLOW_THREADS
@@ -290,7 +314,8 @@ static PyMethodDef methods[] = {
     {"output_size", (PyCFunction)(void (*)(void))jpeg_output_size, METH_VARARGS | METH_KEYWORDS,
      "output_size(data, scale_denom=1, region=None) -> (width, height)."},
     {"decode_into", (PyCFunction)(void (*)(void))jpeg_decode_into, METH_VARARGS | METH_KEYWORDS,
-     "decode_into(data, out, scale_denom=1, region=None, fancy_upsampling=True) -> (w, h).\n"
+     "decode_into(data, out, scale_denom=1, region=None, fancy_upsampling=True, context=True)"
+     " -> (w, h).\n"
      "Decode RGB pixels of a JPEG (or a region of it, in scaled output pixels) into out."},
     {NULL, NULL, 0, NULL},
 };

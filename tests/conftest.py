@@ -49,3 +49,10 @@ def imagenet(tmp_path_factory: pytest.TempPathFactory):
     )
     yield connection, summary
     connection.close()
+
+
+@pytest.fixture(scope="session")
+def lite0(tmp_path_factory: pytest.TempPathFactory):
+    from classifier import Lite0
+
+    return Lite0(tmp_path_factory.mktemp("lite0"))

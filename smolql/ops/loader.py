@@ -1,0 +1,142 @@
+"""Stream images as normalised float32 NCHW batches, decoding on all cores with bounded memory.
+
+Worker threads decode straight into slots of preallocated batch buffers (the C decoders release
+the GIL). At most ``prefetch + 1`` buffers exist, so memory stays bounded however large the
+input; batch k+1 is decoded while the caller works on batch k.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+
+import numpy as np
+
+from smolql.errors import DecodeError
+from smolql.ops.pipeline import ImageRef, Preprocessor
+
+
+@dataclass(frozen=True)
+class ImageError:
+    key: object
+    path: str
+    reason: str
+
+
+@dataclass
+class Batch:
+    """``tensor[i]`` is the image ``keys[i]``; images that failed are in ``errors`` instead.
+
+    ``tensor`` is a view into a pooled buffer, valid until the next batch is requested; copy it
+    to keep it longer.
+    """
+
+    keys: list
+    tensor: np.ndarray
+    errors: list[ImageError]
+
+
+_DONE = object()
+
+
+def stream_batches(
+    refs: Iterable[ImageRef],
+    pre: Preprocessor,
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+    prefetch: int = 2,
+) -> Iterator[Batch]:
+    """Yield :class:`Batch` es in input order; bad images never break a batch."""
+    shape = (batch_size, *pre.output.shape)
+    free: queue.Queue[np.ndarray] = queue.Queue()
+    for _ in range(prefetch + 1):
+        free.put(np.empty(shape, np.float32))
+    pending: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(workers or os.cpu_count() or 1, thread_name_prefix="smolql-decode")
+    feeder = threading.Thread(
+        target=_feed, args=(iter(refs), pre, batch_size, free, pending, pool, stop), daemon=True
+    )
+    feeder.start()
+    try:
+        while True:
+            item = pending.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            chunk, buffer, futures = item
+            yield _collect(chunk, buffer, futures)
+            free.put(buffer)
+    finally:
+        stop.set()
+        _drain(pending, free)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _feed(refs, pre, batch_size, free, pending, pool, stop) -> None:
+    """Submit one batch's images as soon as a buffer is free; hand the futures on in order."""
+    try:
+        while not stop.is_set():
+            chunk = list(islice(refs, batch_size))
+            if not chunk:
+                break
+            buffer = free.get()
+            if stop.is_set():
+                break
+            futures = [pool.submit(_one, pre, ref, buffer[i]) for i, ref in enumerate(chunk)]
+            _put(pending, (chunk, buffer, futures), stop)
+    except BaseException as e:  # surfaced in the consumer
+        _put(pending, e, stop)
+        return
+    _put(pending, _DONE, stop)
+
+
+def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
+    """Put, unless the consumer has gone away (then drop the item)."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def _one(pre: Preprocessor, ref: ImageRef, slot: np.ndarray) -> str | None:
+    try:
+        pre.run(ref, slot)
+    except DecodeError as e:
+        return e.message
+    except MemoryError:
+        return "out of memory while decoding"
+    except Exception as e:  # a decoder choking on odd data must not break the batch
+        return f"cannot decode: {type(e).__name__}: {e}"
+    return None
+
+
+def _collect(chunk: list[ImageRef], buffer: np.ndarray, futures: list[Future]) -> Batch:
+    reasons = [f.result() for f in futures]
+    ok = [i for i, r in enumerate(reasons) if r is None]
+    errors = [ImageError(chunk[i].key, chunk[i].path, r) for i, r in enumerate(reasons) if r]
+    if len(ok) < len(chunk):
+        buffer[: len(ok)] = buffer[ok]  # move the good images together, in order
+    return Batch([chunk[i].key for i in ok], buffer[: len(ok)], errors)
+
+
+def _drain(pending: queue.Queue, free: queue.Queue) -> None:
+    """After an early exit: cancel queued work and wake a feeder waiting for a buffer."""
+    free.put(np.empty(0))
+    while True:
+        try:
+            item = pending.get_nowait()
+        except queue.Empty:
+            return
+        if isinstance(item, tuple):
+            for f in item[2]:
+                f.cancel()
