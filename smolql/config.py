@@ -53,6 +53,18 @@ SETTINGS: dict[str, Setting] = {
             "Images with more pixels than this are skipped (read from the header, never decoded).",
             _positive_int,
         ),
+        Setting("model", "efficientnet_lite0", "Default classification model.", str),
+        Setting(
+            "backend",
+            "auto",
+            "Inference backend (onnxruntime, openvino, torch, torch_cuda, tensorrt) or 'auto':"
+            " the fastest measured on this machine that keeps top-1 agreement with fp32.",
+            str,
+        ),
+        Setting("precision", "auto", "fp32, bf16, fp16, or 'auto' (with the backend).", str),
+        Setting(
+            "batch_size", 0, "Inference batch size; 0 means the measured best.", _non_negative_int
+        ),
         Setting(
             "workers",
             0,

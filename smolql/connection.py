@@ -64,6 +64,36 @@ class Connection:
     def describe_catalog(self, name: str) -> dict:
         return manage.describe(self.duckdb, name)
 
+    def classify(
+        self,
+        catalog: str,
+        *,
+        model: str | None = None,
+        backend: str | None = None,
+        precision: str | None = None,
+        batch_size: int | None = None,
+        rendition: str | None = None,
+        where: str | None = None,
+        progress: bool | None = None,
+    ) -> pa.Table:
+        """Classify a catalog's images (or one of its renditions): one row per image with
+        ``id, label, score, class_index, model, error``; undecodable images get NULLs and an
+        error naming the file."""
+        from smolql import classify
+
+        refs = classify.image_refs(self.duckdb, catalog, rendition, where)
+        plan = classify.make_plan(
+            self.duckdb,
+            self.settings,
+            refs,
+            model=model,
+            backend=backend,
+            precision=precision,
+            batch_size=batch_size,
+            rendition=rendition,
+        )
+        return classify.run(plan, refs, progress=progress)
+
     def sql(self, query: str, params: Sequence[Any] | dict | None = None) -> pa.Table:
         """Run SQL and return the whole result as an Arrow table."""
         return query_arrow(cursor(self.duckdb), query, params)

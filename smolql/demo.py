@@ -12,6 +12,7 @@ from importlib import resources
 
 import cv2
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
 from smolql.connection import Connection
@@ -59,4 +60,44 @@ def run_demo(con: Connection) -> int:
     for q in definition["queries"]:
         print(f"\n-- {q['title']}\n{q['sql'].strip()};")
         print(format_table(con.sql(q["sql"])))
+    show_classification(con, name)
     return 0
+
+
+def show_classification(con: Connection, catalog: str) -> None:
+    """Classify the demo photographs with the default model and the measured backend."""
+    from smolql.backends import choose
+    from smolql.models.registry import get_model
+
+    model = con.settings.model
+    if (
+        con.settings.backend == "auto"
+        and choose.stored_choice(con.duckdb, get_model(model)) is None
+    ):
+        print("\n(measuring the inference backends on this machine once; the choice is stored)")
+    result = con.classify(catalog)
+    files = dict(con.duckdb.execute(f'SELECT id, file FROM "{catalog}"').fetchall())
+    rows = sorted(
+        zip(
+            result["id"].to_pylist(),
+            result["label"].to_pylist(),
+            result["score"].to_pylist(),
+            strict=True,
+        ),
+        key=lambda r: -(r[2] or 0),
+    )
+    table = pa.table(
+        {
+            "file": [files[i] for i, _, _ in rows],
+            "label": [label for _, label, _ in rows],
+            "score": [score for _, _, score in rows],
+        }
+    )
+    choice = con.sql(
+        "SELECT backend, precision, batch_size, round(images_per_s) AS images_per_s"
+        " FROM smolql.backend_profiles WHERE chosen"
+    )
+    print(f"\n-- Classification with {model}")
+    print(format_table(table))
+    if choice.num_rows:
+        print(format_table(choice))

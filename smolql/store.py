@@ -28,6 +28,10 @@ _DDL = (
         width INTEGER, height INTEGER, bytes BIGINT, hash VARCHAR)""",
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.errors (
         catalog VARCHAR, path VARCHAR, reason VARCHAR, recorded TIMESTAMP)""",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.backend_profiles (
+        model VARCHAR, weights VARCHAR, machine VARCHAR, backend VARCHAR, precision VARCHAR,
+        batch_size INTEGER, images_per_s DOUBLE, top1_agreement DOUBLE, chosen BOOLEAN,
+        measured TIMESTAMP)""",
 )
 
 
@@ -56,7 +60,7 @@ def open_database(path: str) -> duckdb.DuckDBPyConnection:
 def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     """A new cursor on the same database, with the same default database selected."""
     cur = con.cursor()
-    if con.execute("SELECT current_database()").fetchone()[0] == ALIAS:
+    if con.execute("SELECT current_database()").fetchall()[0][0] == ALIAS:
         cur.execute(f"USE {ALIAS}")
     return cur
 
@@ -80,3 +84,10 @@ class RenditionRoot:
     def close(self) -> None:
         if self.temporary:
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple | None:
+    """The first row of a query, or None; reads the whole result so that the connection is free
+    for the next statement (DuckDB refuses new work while a result is pending)."""
+    rows = con.execute(sql, params or []).fetchall()
+    return rows[0] if rows else None

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from smolql.catalog.spec import RenditionSpec
 from smolql.catalog.worker import TMP_MARK, Ingested, Skipped, ingest_file
 from smolql.imaging.decode import turbo
-from smolql.store import SCHEMA
+from smolql.store import SCHEMA, fetch_one
 
 COMMIT_EVERY = 64
 COMMIT_SECONDS = 2.0
@@ -83,11 +83,12 @@ def ingest(
                 batch, last_commit = [], time.monotonic()
         _commit(con, catalog, batch, summary)
     remove_orphan_files(con, catalog, out_dir)
-    summary.images, summary.skipped = con.execute(
+    summary.images, summary.skipped = fetch_one(
+        con,
         f"SELECT (SELECT count(*) FROM {SCHEMA}.images WHERE catalog = $1),"
         f" (SELECT count(*) FROM {SCHEMA}.errors WHERE catalog = $1)",
         [catalog],
-    ).fetchone()
+    )
     return summary
 
 

@@ -17,7 +17,7 @@ from smolql.catalog.ingest import IngestSummary, ingest
 from smolql.catalog.scan import resolve_source, scan
 from smolql.catalog.spec import parse_specs
 from smolql.errors import CatalogInputError
-from smolql.store import SCHEMA, RenditionRoot
+from smolql.store import SCHEMA, RenditionRoot, fetch_one
 from smolql.suggest import did_you_mean
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -122,11 +122,12 @@ def names(con: duckdb.DuckDBPyConnection) -> list[str]:
 def get_definition(
     con: duckdb.DuckDBPyConnection, name: str, *, missing_ok: bool = False
 ) -> CatalogDef | None:
-    row = con.execute(
+    row = fetch_one(
+        con,
         f"SELECT name, source, renditions, labels, max_pixels FROM {SCHEMA}.catalogs"
         " WHERE name = ?",
         [name],
-    ).fetchone()
+    )
     if row is None:
         if missing_ok:
             return None
@@ -183,9 +184,7 @@ def _load_labels(con: duckdb.DuckDBPyConnection, d: CatalogDef) -> None:
             f'CREATE OR REPLACE TABLE {table} AS SELECT regexp_extract(CAST("{key}" AS VARCHAR),'
             f" '[^/\\\\]+$') AS file, * EXCLUDE (\"{key}\") FROM read_csv({csv})"
         )
-        dup = con.execute(
-            f"SELECT file FROM {table} GROUP BY file HAVING count(*) > 1 LIMIT 1"
-        ).fetchone()
+        dup = fetch_one(con, f"SELECT file FROM {table} GROUP BY file HAVING count(*) > 1 LIMIT 1")
         if dup:
             raise CatalogInputError(f"labels CSV names file {dup[0]!r} twice", file=d.labels)
     con.execute(f'CREATE OR REPLACE VIEW "{d.name}" AS {_view_sql(d.name, bool(d.labels))}')
@@ -206,12 +205,14 @@ def _view_sql(name: str, labelled: bool) -> str:
 def describe(con: duckdb.DuckDBPyConnection, name: str) -> dict:
     """Definition, counts, renditions and errors of one catalog, for ``catalog show``."""
     d = get_definition(con, name)
-    status, created, updated = con.execute(
-        f"SELECT status, created, updated FROM {SCHEMA}.catalogs WHERE name = ?", [name]
-    ).fetchone()
-    images, total_bytes = con.execute(
-        f"SELECT count(*), coalesce(sum(bytes), 0) FROM {SCHEMA}.images WHERE catalog = ?", [name]
-    ).fetchone()
+    status, created, updated = fetch_one(
+        con, f"SELECT status, created, updated FROM {SCHEMA}.catalogs WHERE name = ?", [name]
+    )
+    images, total_bytes = fetch_one(
+        con,
+        f"SELECT count(*), coalesce(sum(bytes), 0) FROM {SCHEMA}.images WHERE catalog = ?",
+        [name],
+    )
     renditions = con.execute(
         f"SELECT spec, count(*), sum(bytes) FROM {SCHEMA}.renditions WHERE catalog = ?"
         " GROUP BY spec ORDER BY spec",

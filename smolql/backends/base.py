@@ -1,0 +1,49 @@
+"""The backend interface: capability flags, availability with a reason, and sessions."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from smolql.models.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do on this machine; the planner reads these, never the class."""
+
+    devices: tuple[str, ...]
+    precisions: tuple[str, ...]
+    max_batch: int = 256
+    dynamic_batch: bool = True
+
+
+class Session(ABC):
+    """A model loaded on a backend at one precision, ready to run batches."""
+
+    backend: str
+    precision: str
+
+    @abstractmethod
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits (N, classes) float32 for a (N, 3, H, W) float32 batch."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class Backend(ABC):
+    name: str
+    extra: str = ""  # the pip extra that installs it, for error messages
+
+    @abstractmethod
+    def unavailable_reason(self) -> str | None:
+        """None if the backend can run here, else why not (shown when it is skipped)."""
+
+    @abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abstractmethod
+    def open(self, spec: ModelSpec, precision: str, threads: int, batch_size: int) -> Session: ...

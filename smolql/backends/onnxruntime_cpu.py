@@ -1,0 +1,45 @@
+"""ONNX Runtime on the CPU (fp32) over the cached ONNX export."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from smolql.backends.base import Backend, Capabilities, Session
+from smolql.models.export import INPUT_NAME, onnx_path
+from smolql.models.spec import ModelSpec
+
+
+class OrtSession(Session):
+    def __init__(self, spec: ModelSpec, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Decode threads share the cores: idle inference threads must sleep, not spin.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(
+            str(onnx_path(spec)), options, providers=["CPUExecutionProvider"]
+        )
+        self.backend, self.precision = "onnxruntime", "fp32"
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {INPUT_NAME: np.ascontiguousarray(batch)})[0]
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    extra = "onnxruntime"
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return "onnxruntime is not installed (pip install onnxruntime)"
+        return None
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(devices=("cpu",), precisions=("fp32",))
+
+    def open(self, spec: ModelSpec, precision: str, threads: int, batch_size: int) -> Session:
+        return OrtSession(spec, threads)

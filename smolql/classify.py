@@ -1,0 +1,146 @@
+"""Classify the images of a catalog: choose backend and threads, stream, collect results."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from smolql.backends import choose
+from smolql.backends.registry import get_backend
+from smolql.catalog.manage import get_definition
+from smolql.config import Settings
+from smolql.errors import InferenceError
+from smolql.models.registry import get_model
+from smolql.models.spec import ModelSpec
+from smolql.ops.infer import classify_stream, split_threads
+from smolql.ops.loader import stream_batches
+from smolql.ops.pipeline import ImageRef, Preprocessor
+
+CALIBRATION_IMAGES = 64
+RESULT_SCHEMA = pa.schema(
+    [
+        ("id", pa.int32()),
+        ("label", pa.string()),
+        ("score", pa.float64()),
+        ("class_index", pa.int32()),
+        ("model", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: ModelSpec
+    backend: str
+    precision: str
+    batch_size: int
+    decode_workers: int
+    infer_threads: int
+    rendition: str | None
+
+
+def image_refs(
+    con: duckdb.DuckDBPyConnection, catalog: str, rendition: str | None, where: str | None
+) -> list[ImageRef]:
+    """The catalog's images (or one rendition of them), optionally filtered by SQL ``where``."""
+    get_definition(con, catalog)
+    cond = f" WHERE {where}" if where else ""
+    if rendition is None:
+        rows = con.execute(f'SELECT id, path, orientation FROM "{catalog}"{cond} ORDER BY id')
+        return [ImageRef(i, p, o) for i, p, o in rows.fetchall()]
+    rows = con.execute(
+        f'SELECT c.id, r.path FROM "{catalog}" c JOIN smolql.renditions r'
+        f" ON r.catalog = '{catalog}' AND r.image_id = c.id AND r.spec = ?"
+        f"{cond.replace(' WHERE ', ' WHERE ') if cond else ''} ORDER BY c.id",
+        [rendition],
+    ).fetchall()
+    return [ImageRef(i, p, 1) for i, p in rows]  # renditions are stored upright
+
+
+def make_plan(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    refs: list[ImageRef],
+    *,
+    model: str | None,
+    backend: str | None,
+    precision: str | None,
+    batch_size: int | None,
+    rendition: str | None,
+) -> Plan:
+    spec = get_model(model or settings.model)
+    backend = backend or settings.backend
+    precision = precision or settings.precision
+    cores = os.cpu_count() or 1
+    decode_workers, infer_threads = split_threads(cores, decode_cost=1.5, infer_cost=10.0)
+    if backend == "auto":
+        chosen = choose.stored_choice(con, spec) or _calibrate(con, spec, refs, infer_threads)
+        backend, precision = chosen.backend, chosen.precision
+        batch_size = batch_size or settings.batch_size or chosen.batch_size
+    else:
+        caps = get_backend(backend).capabilities()
+        if precision == "auto":
+            precision = "fp32" if "fp32" in caps.precisions else caps.precisions[0]
+        if precision not in caps.precisions:
+            raise InferenceError(
+                f"backend {backend!r} offers {', '.join(caps.precisions)} here, not {precision!r}"
+            )
+    return Plan(
+        spec,
+        backend,
+        precision,
+        batch_size or settings.batch_size or 32,
+        decode_workers,
+        infer_threads,
+        rendition,
+    )
+
+
+def _calibrate(con, spec: ModelSpec, refs: list[ImageRef], threads: int) -> choose.Measurement:
+    if not refs:
+        return choose.Measurement(*choose.REFERENCE, 32, 0.0, 1.0)
+    sample_refs = refs[:CALIBRATION_IMAGES]
+    pre = Preprocessor(spec.transform)
+    batches = [b.tensor.copy() for b in stream_batches(sample_refs, pre, batch_size=32)]
+    sample = np.concatenate(batches) if batches else np.empty((0, 3, 1, 1), np.float32)
+    if len(sample) == 0:
+        return choose.Measurement(*choose.REFERENCE, 32, 0.0, 1.0)
+    return choose.store(con, spec, choose.measure(spec, sample, threads))
+
+
+def run(plan: Plan, refs: list[ImageRef], *, progress: bool | None = None) -> pa.Table:
+    session = get_backend(plan.backend).open(
+        plan.spec, plan.precision, plan.infer_threads, plan.batch_size
+    )
+    try:
+        preds = list(
+            classify_stream(
+                refs,
+                plan.spec,
+                session,
+                Preprocessor(plan.spec.transform),
+                batch_size=plan.batch_size,
+                decode_workers=plan.decode_workers,
+                total=len(refs),
+                progress=progress,
+            )
+        )
+    finally:
+        session.close()
+    preds.sort(key=lambda p: p.key)
+    return pa.table(
+        {
+            "id": [p.key for p in preds],
+            "label": [p.label for p in preds],
+            "score": [p.score for p in preds],
+            "class_index": [p.class_index for p in preds],
+            "model": [plan.spec.name] * len(preds),
+            "error": [p.error for p in preds],
+        },
+        schema=RESULT_SCHEMA,
+    )

@@ -1,0 +1,61 @@
+"""One conformance suite for every inference backend, on real images. A backend that cannot run
+here is skipped with its reason; nothing is faked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import sample_files
+
+from smolql.backends.registry import BACKENDS, get_backend
+from smolql.errors import InferenceError
+from smolql.models.registry import get_model
+from smolql.ops.loader import stream_batches
+from smolql.ops.pipeline import ImageRef, Preprocessor
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@pytest.fixture(scope="module")
+def lite0_inputs():
+    spec = get_model("efficientnet_lite0")
+    refs = [ImageRef(i, str(f), 1) for i, f in enumerate(sample_files()[::8])]  # 63 images
+    tensors = [b.tensor.copy() for b in stream_batches(refs, Preprocessor(spec.transform))]
+    batch = np.concatenate(tensors)
+    reference = BACKENDS["onnxruntime"].open(spec, "fp32", 2, 32).run(batch)
+    return spec, batch, reference
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("name", sorted(BACKENDS))
+def test_backend_conformance(name, precision, lite0_inputs):
+    backend = BACKENDS[name]
+    reason = backend.unavailable_reason()
+    if reason:
+        pytest.skip(f"{name}: {reason}")
+    if precision not in backend.capabilities().precisions:
+        pytest.skip(f"{name} does not offer {precision} on this machine")
+    spec, batch, reference = lite0_inputs
+    session = backend.open(spec, precision, threads=2, batch_size=16)
+    logits = np.concatenate([session.run(batch[i : i + 16]) for i in range(0, len(batch), 16)])
+    assert logits.shape == (len(batch), 1000) and logits.dtype == np.float32
+    agreement = (logits.argmax(1) == reference.argmax(1)).mean()
+    assert agreement >= 0.995, f"{name}/{precision} top-1 agreement {agreement:.3f}"
+    if precision == "fp32":
+        assert np.abs(logits - reference).max() < 1e-3
+    assert session.run(batch[:5]).shape == (5, 1000)  # a short last batch works
+
+
+def test_capabilities_are_flags_not_types():
+    for backend in BACKENDS.values():
+        caps = backend.capabilities()
+        assert caps.devices and caps.precisions and caps.max_batch > 0
+
+
+def test_unavailable_backend_names_its_reason():
+    missing = [b for b in BACKENDS.values() if b.unavailable_reason()]
+    for backend in missing:
+        with pytest.raises(InferenceError, match="cannot run here"):
+            get_backend(backend.name)
+    with pytest.raises(InferenceError, match="did you mean 'openvino'"):
+        get_backend("openvno")
