@@ -19,6 +19,13 @@ from smolql.ops.pipeline import ImageRef, Preprocessor, source_info
 from smolql.ops.spec import Rect, SourceInfo, TensorSpec, Transform
 
 LITE = Transform(256, 224, LITE_MEAN, LITE_STD)
+JPEG_KINDS = [
+    "baseline444.jpg",
+    "baseline422.jpg",
+    "baseline420.jpg",
+    "progressive.jpg",
+    "gray.jpg",
+]
 # One 8-bit level after normalisation. Pillow 13 runs the vertical resize pass first for some
 # sizes (its PR #9549); SmolQL keeps Pillow's classic horizontal-first order, so those images
 # differ from the reference by at most one level in some pixels.
@@ -50,17 +57,7 @@ def variants(tmp_path_factory):
 # -- partial decoding ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "baseline444.jpg",
-        "baseline422.jpg",
-        "baseline420.jpg",
-        "progressive.jpg",
-        "gray.jpg",
-        "cmyk.jpg",
-    ],
-)
+@pytest.mark.parametrize("name", [*JPEG_KINDS, "cmyk.jpg"])
 @pytest.mark.parametrize("denom", [1, 2, 4, 8])
 def test_region_decode_equals_the_same_region_of_a_full_decode(variants, name, denom):
     data = variants[name].read_bytes()
@@ -210,11 +207,7 @@ def test_stopping_early_does_not_hang():
 @pytest.mark.parametrize(
     "name",
     [
-        "baseline444.jpg",
-        "baseline422.jpg",
-        "baseline420.jpg",
-        "progressive.jpg",
-        "gray.jpg",
+        *JPEG_KINDS,
         "rgb8.png",
         "palette.png",
         "alpha.png",

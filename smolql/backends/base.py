@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -36,11 +37,19 @@ class Session(ABC):
 
 class Backend(ABC):
     name: str
-    extra: str = ""  # the pip extra that installs it, for error messages
+    requires: tuple[str, ...] = ()  # importable modules it needs
+    install: str = ""  # what to pip install when they are missing
 
-    @abstractmethod
     def unavailable_reason(self) -> str | None:
         """None if the backend can run here, else why not (shown when it is skipped)."""
+        for module in self.requires:
+            if importlib.util.find_spec(module) is None:
+                return f"{module} is not installed (pip install {self.install or module})"
+        return self.device_problem()
+
+    def device_problem(self) -> str | None:
+        """Why the hardware cannot run this backend, if it cannot."""
+        return None
 
     @abstractmethod
     def capabilities(self) -> Capabilities: ...

@@ -29,14 +29,8 @@ class OrtSession(Session):
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    extra = "onnxruntime"
-
-    def unavailable_reason(self) -> str | None:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return "onnxruntime is not installed (pip install onnxruntime)"
-        return None
+    requires = ("onnxruntime",)
+    install = "onnxruntime"
 
     def capabilities(self) -> Capabilities:
         return Capabilities(devices=("cpu",), precisions=("fp32",))

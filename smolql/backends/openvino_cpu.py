@@ -54,14 +54,8 @@ class OpenVinoSession(Session):
 
 class OpenVinoBackend(Backend):
     name = "openvino"
-    extra = "openvino"
-
-    def unavailable_reason(self) -> str | None:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return "openvino is not installed (pip install openvino)"
-        return None
+    requires = ("openvino",)
+    install = "openvino"
 
     def capabilities(self) -> Capabilities:
         precisions = ("fp32", "bf16") if "BF16" in _cpu_capabilities() else ("fp32",)

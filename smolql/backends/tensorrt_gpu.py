@@ -3,6 +3,8 @@ batch profile, serialised to the cache so it is built once per GPU and model ver
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
 from smolql.backends.base import Backend, Capabilities, Session
@@ -86,18 +88,15 @@ class TensorRtSession(Session):
 
 class TensorRtBackend(Backend):
     name = "tensorrt"
-    extra = "tensorrt"
+    requires = ("torch",)
+    install = "torch==2.14.1"
 
-    def unavailable_reason(self) -> str | None:
-        try:
-            import torch
-        except ImportError:
-            return "torch is not installed"
+    def device_problem(self) -> str | None:
+        import torch
+
         if not torch.cuda.is_available():
             return "no CUDA GPU is visible (TensorRT needs an NVIDIA GPU)"
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("tensorrt") is None:
             return "tensorrt is not installed (pip install tensorrt)"
         return None
 

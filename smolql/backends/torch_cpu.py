@@ -30,14 +30,8 @@ class TorchCpuSession(Session):
 
 class TorchCpuBackend(Backend):
     name = "torch"
-    extra = "torch"
-
-    def unavailable_reason(self) -> str | None:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            return "torch is not installed (pip install torch==2.14.1)"
-        return None
+    requires = ("torch",)
+    install = "torch==2.14.1"
 
     def capabilities(self) -> Capabilities:
         precisions = ("fp32", "bf16") if has_bf16() else ("fp32",)

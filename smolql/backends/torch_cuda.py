@@ -51,13 +51,12 @@ class TorchCudaSession(Session):
 
 class TorchCudaBackend(Backend):
     name = "torch_cuda"
-    extra = "torch"
+    requires = ("torch",)
+    install = "torch==2.14.1"
 
-    def unavailable_reason(self) -> str | None:
-        try:
-            import torch
-        except ImportError:
-            return "torch is not installed (pip install torch==2.14.1)"
+    def device_problem(self) -> str | None:
+        import torch
+
         if not torch.cuda.is_available():
             return "no CUDA GPU is visible to PyTorch (torch.cuda.is_available() is False)"
         return None
