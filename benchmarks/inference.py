@@ -114,6 +114,12 @@ def main() -> None:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[16, 32])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--naive-repeats", type=int, default=1)
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=None,
+        help="backend/precision pairs to run (e.g. onnxruntime/fp32); default: all available",
+    )
     args = parser.parse_args()
     files = sample_files()
     truth = np.array([labels()[f.name] for f in files])
@@ -148,6 +154,8 @@ def main() -> None:
         reference = None
         for backend_name, backend in available().items():
             for precision in backend.capabilities().precisions:
+                if args.backends and f"{backend_name}/{precision}" not in args.backends:
+                    continue
                 for bs in args.batch_sizes:
                     session = backend.open(spec, precision, infer_threads, bs)
                     row = measure(

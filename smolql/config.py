@@ -36,6 +36,27 @@ def _non_negative_int(value: Any) -> int:
     return number
 
 
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("on", "true", "1", "yes"):
+        return True
+    if text in ("off", "false", "0", "no"):
+        return False
+    raise ValueError("must be on or off")
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -65,6 +86,13 @@ SETTINGS: dict[str, Setting] = {
         Setting(
             "batch_size", 0, "Inference batch size; 0 means the measured best.", _non_negative_int
         ),
+        Setting("cache", True, "Reuse stored UDF results (on/off).", _boolean),
+        Setting(
+            "on_error",
+            "null",
+            "An undecodable image gives NULL and a warning ('null') or fails the query ('fail').",
+            _choice("null", "fail"),
+        ),
         Setting(
             "workers",
             0,
@@ -91,7 +119,8 @@ class Settings:
             raise ConfigError(f"invalid value {value!r} for setting {name!r}: {e}") from e
 
     def reset(self, name: str) -> None:
-        self._values[_lookup(name).name] = SETTINGS[name].default
+        setting = _lookup(name)
+        self._values[setting.name] = setting.default
 
     def __getattr__(self, name: str) -> Any:
         try:

@@ -12,7 +12,7 @@ from smolql.catalog import manage
 from smolql.catalog.ingest import IngestSummary
 from smolql.catalog.spec import DEFAULT_RENDITIONS
 from smolql.config import Settings, default_db_path, worker_count
-from smolql.sqlrun import query_arrow, run_sql
+from smolql.sqlrun import run_sql
 from smolql.store import RenditionRoot, cursor, open_database
 
 
@@ -95,8 +95,11 @@ class Connection:
         return classify.run(plan, refs, progress=progress)
 
     def sql(self, query: str, params: Sequence[Any] | dict | None = None) -> pa.Table:
-        """Run SQL and return the whole result as an Arrow table."""
-        return query_arrow(cursor(self.duckdb), query, params)
+        """Run SQL (SmolQL UDFs, ``SET smolql.*`` and ``EXPLAIN`` included) and return the last
+        statement's result as an Arrow table."""
+        from smolql.execute import run_script
+
+        return run_script(cursor(self.duckdb), self.settings, query, params)
 
     def execute(
         self, query: str, params: Sequence[Any] | dict | None = None

@@ -32,6 +32,9 @@ _DDL = (
         model VARCHAR, weights VARCHAR, machine VARCHAR, backend VARCHAR, precision VARCHAR,
         batch_size INTEGER, images_per_s DOUBLE, top1_agreement DOUBLE, chosen BOOLEAN,
         measured TIMESTAMP)""",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.udf_cache (
+        hash VARCHAR, model VARCHAR, weights VARCHAR, plan VARCHAR, roi VARCHAR, k INTEGER,
+        topk STRUCT(class_index INTEGER, label VARCHAR, score DOUBLE)[], created TIMESTAMP)""",
 )
 
 

@@ -1,0 +1,428 @@
+"""Run SQL: plain DuckDB statements untouched; statements with SmolQL UDFs as planned stages
+(pre-filter in DuckDB -> cached or fresh inference -> final query in DuckDB); SET/RESET of
+SmolQL settings; EXPLAIN [ANALYZE] of UDF queries."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+from sqlglot import exp
+from sqlglot.tokens import Tokenizer, TokenType
+
+from smolql import cache
+from smolql.classify import make_plan
+from smolql.config import SETTINGS, Settings
+from smolql.errors import DecodeError, QueryError
+from smolql.models.registry import get_model
+from smolql.ops.infer import classify_stream
+from smolql.ops.pipeline import ImageRef, Preprocessor
+from smolql.ops.spec import Rect
+from smolql.parse import classify_statement, parse_one, split, uses_smolql
+from smolql.plan.logical import IMAGE, ROI, QueryPlan, Stage, plan_query
+from smolql.sqlrun import query_arrow, sql_error
+
+VALUE = pa.struct(
+    [
+        ("label", pa.string()),
+        ("score", pa.float64()),
+        ("class_index", pa.int32()),
+        ("model", pa.string()),
+    ]
+)
+IMAGE_FIELDS = {"catalog", "id", "path", "hash"}
+# Rough per-image costs on one core for EXPLAIN's estimate (benchmarks/preprocess.py).
+DECODE_S, RESIZE_S = 0.0015, 0.00025
+
+
+class ImageWarning(UserWarning):
+    """An image could not be decoded; its UDF result is NULL."""
+
+
+@dataclass
+class StageStats:
+    driver_rows: int = 0
+    cached: int = 0
+    inferred: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class QueryStats:
+    stages: dict[int, StageStats] = field(default_factory=dict)
+    final_rows: int = 0
+    final_seconds: float = 0.0
+
+
+def run_script(
+    con: duckdb.DuckDBPyConnection, settings: Settings, sql: str, params=None
+) -> pa.Table:
+    """Run one or more statements; return the last one's result as Arrow."""
+    if not uses_smolql(sql):
+        return query_arrow(con, sql, params)  # exactly DuckDB
+    result = pa.table({})
+    for text in split(sql):
+        result = run_statement(con, settings, text, params)
+    return result
+
+
+def run_statement(con, settings: Settings, text: str, params=None) -> pa.Table:
+    st = classify_statement(text)
+    if st.kind == "duckdb":
+        return query_arrow(con, text, params)
+    if st.kind in ("set", "reset"):
+        return _setting(settings, text)
+    tree = parse_one(bind_params(st.text, params)) if params else st.tree
+    if st.kind == "explain":
+        return pa.table({"plan": explain(con, settings, tree)})
+    table, stats, plan = run_query(con, settings, tree)
+    if st.kind == "explain_analyze":
+        return pa.table({"plan": explain_analyze(plan, stats)})
+    return table
+
+
+def bind_params(sql: str, params) -> str:
+    """Replace each ``?`` token with the literal sqlglot generates for its value (quoted and
+    escaped as a constant: data, never SQL)."""
+    values = list(params)
+    out, last, i = [], 0, 0
+    for t in Tokenizer(dialect="duckdb").tokenize(sql):
+        if t.token_type == TokenType.PLACEHOLDER and t.text == "?":
+            if i >= len(values):
+                raise QueryError(
+                    f"the statement has more ? than the {len(values)} parameters given"
+                )
+            out += [sql[last : t.start], exp.convert(values[i]).sql("duckdb")]
+            last, i = t.end + 1, i + 1
+    if i != len(values):
+        raise QueryError(f"{len(values)} parameters given for {i} placeholders")
+    return "".join(out) + sql[last:]
+
+
+def _setting(settings: Settings, text: str) -> pa.Table:
+    words = text.split(None, 1)
+    body = words[1].strip().rstrip(";") if len(words) > 1 else ""
+    name, _, value = body.partition("=")
+    name = name.strip()[len("smolql.") :].strip()
+    if words[0].lower() == "reset":
+        settings.reset(name)
+    else:
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == "'":
+            value = value[1:-1].replace("''", "'")
+        settings.set(name, value)
+    return pa.table({"setting": [name], "value": [str(getattr(settings, name))]})
+
+
+def _cost(con) -> callable:
+    def cost(model: str) -> float:
+        rows = con.execute(
+            "SELECT max(images_per_s) FROM smolql.backend_profiles WHERE model = ?", [model]
+        ).fetchall()
+        if rows and rows[0][0]:
+            return 1.0 / rows[0][0]
+        return get_model(model).input_size ** 2 / 224**2 / 100.0
+
+    return cost
+
+
+def run_query(con, settings: Settings, tree: exp.Expression):
+    plan = plan_query(tree, settings.model, _cost(con))
+    stats = QueryStats()
+    if plan.early_limit is not None:
+        _run_early(con, settings, plan, stats)
+    else:
+        for stage in plan.stages:
+            stats.stages[stage.index] = _run_stage(con, settings, stage)
+    start = time.perf_counter()
+    table = query_arrow(con, plan.final_sql())
+    stats.final_seconds = time.perf_counter() - start
+    stats.final_rows = table.num_rows
+    return table, stats, plan
+
+
+def _run_early(con, settings: Settings, plan: QueryPlan, stats: QueryStats) -> None:
+    """LIMIT n without ORDER BY: evaluate the UDFs batch by batch until n rows qualify."""
+    first = plan.stages[0]
+    ids = [
+        r[0]
+        for r in con.execute(
+            f"SELECT DISTINCT ({IMAGE}).id FROM ({first.driver.sql('duckdb')}) ORDER BY 1"
+        ).fetchall()
+    ]
+    step = (settings.batch_size or 32) * 2
+    done: list[int] = []
+    restricted = plan.tree.copy()
+    restricted.set("limit", None)
+    image_id = exp.Dot(
+        this=exp.Paren(this=plan.root_image.copy()), expression=exp.to_identifier("id")
+    )
+    done_filter = exp.condition(
+        f"{image_id.sql('duckdb')} IN (SELECT id FROM __smolql_done)", dialect="duckdb"
+    )
+    restricted = restricted.where(done_filter, copy=False)
+    count_sql = f"SELECT count(*) FROM ({restricted.sql('duckdb')})"
+    for start in range(0, max(len(ids), 1), step):
+        done += ids[start : start + step]
+        con.register("__smolql_done", pa.table({"id": pa.array(done, pa.int32())}))
+        for stage in plan.stages:
+            s = _run_stage(con, settings, stage, restrict=done)
+            total = stats.stages.setdefault(stage.index, StageStats())
+            for f in ("driver_rows", "cached", "inferred", "errors", "seconds"):
+                setattr(
+                    total,
+                    f,
+                    getattr(total, f) + getattr(s, f) if f != "driver_rows" else getattr(s, f),
+                )
+        if con.execute(count_sql).fetchall()[0][0] >= plan.early_limit:
+            break
+    plan.tree = restricted.limit(plan.early_limit, copy=False)
+
+
+def _driver_rows(con, stage: Stage, restrict: list[int] | None) -> pa.Table:
+    sql = stage.driver.sql("duckdb")
+    if restrict is not None:
+        sql = f"SELECT * FROM ({sql}) WHERE ({IMAGE}).id IN (SELECT id FROM __smolql_done)"
+    try:
+        table = con.sql(sql).to_arrow_table()
+    except duckdb.Error as e:
+        raise sql_error(e) from e
+    kind = table.schema.field(IMAGE).type
+    if not (pa.types.is_struct(kind) and {f.name for f in kind} >= IMAGE_FIELDS):
+        raise QueryError(
+            f"{stage.call.kind}() takes an image (a catalog's image column, or crop(image, ...)),"
+            f" not {kind}"
+        )
+    return table
+
+
+def _run_stage(
+    con, settings: Settings, stage: Stage, restrict: list[int] | None = None
+) -> StageStats:
+    start = time.perf_counter()
+    call = stage.call
+    rows = _driver_rows(con, stage, restrict).to_pylist()
+    stats = StageStats(driver_rows=len(rows))
+    spec = get_model(call.model)
+    keys: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        img = r[IMAGE]
+        if img is None:
+            continue
+        roi = tuple(r[n] for n in ROI) if call.roi else None
+        roi_key = ",".join(map(str, roi)) if roi else ""
+        keys.setdefault((img["hash"], roi_key), {"img": img, "roi": roi})
+    refs = _refs(con, keys)
+    plan = make_plan(
+        con,
+        settings,
+        refs,
+        model=call.model,
+        backend=None,
+        precision=None,
+        batch_size=None,
+        rendition=None,
+    )
+    plan_key = f"{plan.backend}/{plan.precision}/original/partial-dct1"
+    weights = spec.weights_hash()
+    key_table = pa.table({"hash": [h for h, _ in keys], "roi": [r for _, r in keys]})
+    found = (
+        cache.lookup(con, key_table, spec.name, weights, plan_key, call.k) if settings.cache else {}
+    )
+    stats.cached = len(found)
+    todo = [r for r in refs if r.key not in found]
+    fresh: list[tuple[str, str, list]] = []
+    if todo:
+        from smolql.backends.registry import get_backend
+
+        session = get_backend(plan.backend).open(
+            spec, plan.precision, plan.infer_threads, plan.batch_size
+        )
+        try:
+            for p in classify_stream(
+                todo,
+                spec,
+                session,
+                Preprocessor(spec.transform),
+                batch_size=plan.batch_size,
+                decode_workers=plan.decode_workers,
+                k=call.k,
+                progress=False,
+            ):
+                if p.error:
+                    stats.errors += 1
+                    if settings.on_error == "fail":
+                        path, _, reason = p.error.partition(": ")
+                        raise DecodeError(f"cannot classify image: {reason}", file=path)
+                    warnings.warn(p.error, ImageWarning, stacklevel=2)
+                    continue
+                topk = [{"class_index": i, "label": lab, "score": sc} for i, lab, sc in p.topk]
+                found[p.key] = topk
+                fresh.append((p.key[0], p.key[1], topk))
+        finally:
+            session.close()
+        stats.inferred = len(todo)
+        if settings.cache:
+            cache.store(con, fresh, spec.name, weights, plan_key, call.k)
+    con.register(stage.table, _results(keys, found, call, spec.name))
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _refs(con, keys: dict) -> list[ImageRef]:
+    pairs = {(v["img"]["catalog"], v["img"]["id"]) for v in keys.values()}
+    orientation = {}
+    if pairs:
+        con.register(
+            "__smolql_ids",
+            pa.table(
+                {
+                    "catalog": [c for c, _ in pairs],
+                    "id": pa.array([i for _, i in pairs], pa.int32()),
+                }
+            ),
+        )
+        orientation = {
+            (c, i): o
+            for c, i, o in con.execute(
+                "SELECT i.catalog, i.id, i.orientation FROM smolql.images i"
+                " JOIN __smolql_ids q USING (catalog, id)"
+            ).fetchall()
+        }
+        con.unregister("__smolql_ids")
+    refs = []
+    for key, v in keys.items():
+        img, roi = v["img"], v["roi"]
+        rect = None
+        if roi is not None:
+            if any(a is None for a in roi):
+                continue
+            try:
+                rect = Rect(*(int(a) for a in roi))
+            except QueryError:
+                continue  # an empty or negative region has no result: NULL
+        o = orientation.get((img["catalog"], img["id"]))
+        refs.append(ImageRef(key, img["path"], o, rect))
+    return refs
+
+
+def _results(keys: dict, found: dict, call, model: str) -> pa.Table:
+    hashes, rois, values = [], [], []
+    for (h, roi_key), v in keys.items():
+        hashes.append(h)
+        rois.append(v["roi"] or (None,) * 4)
+        topk = found.get((h, roi_key))
+        if topk is None:
+            values.append(None)
+            continue
+        items = [{**t, "model": model} for t in topk]
+        values.append(items if call.kind == "classify_topk" else items[0])
+    value_type = pa.list_(VALUE) if call.kind == "classify_topk" else VALUE
+    columns = {"__hash": pa.array(hashes, pa.string())}
+    for i, name in enumerate(ROI):
+        columns[name] = pa.array([r[i] for r in rois], pa.int64())
+    columns["__v"] = pa.array(
+        [
+            None
+            if v is None
+            else (
+                [{k: x[k] for k in ("label", "score", "class_index", "model")} for x in v]
+                if isinstance(v, list)
+                else {k: v[k] for k in ("label", "score", "class_index", "model")}
+            )
+            for v in values
+        ],
+        value_type,
+    )
+    return pa.table(columns)
+
+
+def _describe(stage: Stage) -> str:
+    call = stage.call
+    roi = "crop(...) region" if call.roi else "the model's centre crop"
+    return (
+        f"{call.kind}({call.image.sql('duckdb')}{', crop' if call.roi else ''}) model={call.model}"
+        + (f" k={call.k}" if call.kind == "classify_topk" else "")
+        + f"; ROI pushdown: partial JPEG decode of {roi}"
+    )
+
+
+def explain(con, settings: Settings, tree: exp.Expression) -> list[str]:
+    plan = plan_query(tree, settings.model, _cost(con))
+    lines = []
+    for stage in plan.stages:
+        rows = _driver_rows(con, stage, None) if not _depends(stage, plan) else None
+        n = rows.num_rows if rows is not None else None
+        spec = get_model(stage.call.model)
+        p = make_plan(
+            con,
+            settings,
+            [],
+            model=stage.call.model,
+            backend=None,
+            precision=None,
+            batch_size=None,
+            rendition=None,
+        )
+        cached = 0
+        if rows is not None and settings.cache:
+            hashes = [r["hash"] for r in rows.column(IMAGE).to_pylist() if r]
+            keys = pa.table({"hash": hashes, "roi": [""] * len(hashes)})
+            cached = len(
+                cache.lookup(
+                    con,
+                    keys,
+                    spec.name,
+                    spec.weights_hash(),
+                    f"{p.backend}/{p.precision}/original/partial-dct1",
+                    stage.call.k,
+                )
+            )
+        lines.append(f"Stage {stage.index}: {_describe(stage)}")
+        lines.append(f"  pre-filter (DuckDB): {stage.driver.sql('duckdb')}")
+        lines.append(f"  rows: {n if n is not None else 'depends on an earlier stage'}")
+        lines.append(
+            f"  plan: backend={p.backend} precision={p.precision} batch={p.batch_size}"
+            f" input=original decode=1/1 ({p.decode_workers} decode +"
+            f" {p.infer_threads} inference threads)"
+        )
+        if n is not None:
+            todo = max(n - cached, 0)
+            infer_s = todo * _cost(con)(stage.call.model)
+            lines.append(f"  cache: {cached} of {n} images cached")
+            lines.append(
+                f"  est. cost: decode {todo * DECODE_S:.2f} s,"
+                f" resize/normalise {todo * RESIZE_S:.2f} s,"
+                f" inference {infer_s:.2f} s"
+            )
+    if plan.early_limit is not None:
+        lines.append(
+            f"LIMIT {plan.early_limit} without ORDER BY: inference stops once enough rows qualify"
+        )
+    lines.append(f"Final query (DuckDB): {plan.final_sql()}")
+    return lines
+
+
+def _depends(stage: Stage, plan: QueryPlan) -> bool:
+    names = {s.table for s in plan.stages if s is not stage}
+    return any(t.name in names for t in stage.driver.find_all(exp.Table))
+
+
+def explain_analyze(plan: QueryPlan, stats: QueryStats) -> list[str]:
+    lines = []
+    for stage in plan.stages:
+        s = stats.stages.get(stage.index, StageStats())
+        lines.append(f"Stage {stage.index}: {_describe(stage)}")
+        lines.append(
+            f"  rows from pre-filter {s.driver_rows}, cached {s.cached}, inferred {s.inferred},"
+            f" errors {s.errors}, {s.seconds:.3f} s"
+        )
+    lines.append(f"Final query: {stats.final_rows} rows, {stats.final_seconds:.3f} s")
+    return lines
+
+
+__all__ = ["SETTINGS", "run_script"]

@@ -1,0 +1,162 @@
+"""Turn a statement with UDF calls into stages and a final DuckDB query.
+
+Each distinct UDF call becomes a *stage*: a driver query (the relational pre-filter: the
+call's FROM and JOINs with every WHERE conjunct that needs no unevaluated UDF) selects the
+images to evaluate; the call is then replaced everywhere by a lookup into the stage's results,
+keyed by content hash (and region). Stages run cheapest model first, and a later stage's
+driver already filters on the earlier stages' results, so an expensive model only sees the
+rows a cheap one let through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from smolql.udf import UdfCall, find_calls, is_udf
+
+IMAGE, ROI = "__img", ("__x", "__y", "__w", "__h")
+
+
+@dataclass
+class Stage:
+    index: int
+    call: UdfCall
+    nodes: list[exp.Anonymous]
+    driver: exp.Select | None = None
+
+    @property
+    def table(self) -> str:
+        return f"__smolql_r{self.index}"
+
+
+@dataclass
+class QueryPlan:
+    tree: exp.Expression
+    stages: list[Stage] = field(default_factory=list)
+    early_limit: int | None = None
+    root_image: exp.Expression | None = None
+
+    def final_sql(self) -> str:
+        return self.tree.sql("duckdb")
+
+
+def plan_query(tree: exp.Expression, default_model: str, cost: Callable[[str], float]) -> QueryPlan:
+    """Build stages (cheapest computable first) and rewrite ``tree`` in place."""
+    _name_projections(tree)
+    calls = find_calls(tree, default_model)
+    early_limit, root_image = _early_limit(tree, calls)
+    groups: dict[tuple, Stage] = {}
+    for call in calls:
+        stage = groups.setdefault(call.key, Stage(len(groups) + 1, call, []))
+        stage.nodes.append(call.node)
+    pending = list(groups.values())
+    ordered: list[Stage] = []
+    while pending:
+        ready = [s for s in pending if not _has_udf(_driver(tree, s))]
+        # Predicates first (cheapest model first), so that UDFs in the select list only see
+        # the rows that pass them.
+        stage = min(ready or pending, key=lambda s: (not _in_where(s), cost(s.call.model), s.index))
+        stage.driver = _driver(tree, stage)
+        for node in stage.nodes:
+            node.replace(_lookup(stage))
+        pending.remove(stage)
+        ordered.append(stage)
+    return QueryPlan(tree, ordered, early_limit, root_image)
+
+
+def _in_where(stage: Stage) -> bool:
+    return any(n.find_ancestor(exp.Where) is not None for n in stage.nodes)
+
+
+def _name_projections(tree: exp.Expression) -> None:
+    """Keep DuckDB's column names for unaliased UDF projections (``classify(image).label``)."""
+    for select in list(tree.find_all(exp.Select)):
+        for proj in list(select.expressions):
+            if isinstance(proj, exp.Alias) or not _has_udf(proj):
+                continue
+            name = proj.sql("duckdb")
+            for udf in ("CLASSIFY_TOPK(", "CLASSIFY(", "CROP("):
+                name = name.replace(udf, udf.lower())
+            alias = exp.Alias(alias=exp.to_identifier(name, quoted=True))
+            proj.replace(alias)
+            alias.set("this", proj)
+
+
+def _has_udf(node: exp.Expression | None) -> bool:
+    return node is not None and any(is_udf(n) for n in node.find_all(exp.Anonymous))
+
+
+def _conjuncts(where: exp.Expression | None) -> list[exp.Expression]:
+    if where is None:
+        return []
+    return list(where.this.flatten()) if isinstance(where.this, exp.And) else [where.this]
+
+
+def _driver(tree: exp.Expression, stage: Stage) -> exp.Select:
+    """SELECT DISTINCT image [, roi] FROM <the call's FROM/JOINs> WHERE <UDF-free conjuncts>."""
+    node = stage.nodes[0]
+    select = node.find_ancestor(exp.Select)
+    call = stage.call
+    projections = [exp.alias_(call.image.copy(), IMAGE)]
+    if call.roi:
+        projections += [exp.alias_(a.copy(), n) for a, n in zip(call.roi, ROI, strict=True)]
+    driver = exp.Select(expressions=projections, distinct=exp.Distinct())
+    if select.args.get("from_"):
+        driver.set("from_", select.args["from_"].copy())
+    if select.args.get("joins"):
+        driver.set("joins", [j.copy() for j in select.args["joins"]])
+    keep = [c.copy() for c in _conjuncts(select.args.get("where")) if not _has_udf(c)]
+    if keep:
+        driver = driver.where(*keep, copy=False)
+    with_ = tree.args.get("with_")
+    if with_ is not None and select is not tree:
+        driver.set("with_", with_.copy())
+    elif select.args.get("with_") is not None:
+        driver.set("with_", select.args["with_"].copy())
+    return driver
+
+
+def _lookup(stage: Stage) -> exp.Subquery:
+    """``(SELECT __v FROM <results> WHERE __hash = (image).hash [AND roi matches])``."""
+    call = stage.call
+    cond: exp.Expression = exp.EQ(
+        this=exp.column("__hash", "__r"),
+        expression=exp.Dot(
+            this=exp.Paren(this=call.image.copy()), expression=exp.to_identifier("hash")
+        ),
+    )
+    for arg, name in zip(call.roi or (), ROI, strict=False):
+        cond = exp.And(
+            this=cond, expression=exp.EQ(this=exp.column(name, "__r"), expression=arg.copy())
+        )
+    query = (
+        exp.select(exp.column("__v", "__r"))
+        .from_(
+            exp.Table(
+                this=exp.to_identifier(stage.table),
+                alias=exp.TableAlias(this=exp.to_identifier("__r")),
+            )
+        )
+        .where(cond)
+    )
+    return exp.Subquery(this=query)
+
+
+def _early_limit(tree: exp.Expression, calls: list[UdfCall]):
+    """LIMIT n with no ORDER BY, grouping or joins over one table: inference can stop early."""
+    if not isinstance(tree, exp.Select) or tree.args.get("with_") is not None:
+        return None, None
+    limit = tree.args.get("limit")
+    if limit is None or not isinstance(limit.expression, exp.Literal):
+        return None, None
+    blocked = ("order", "group", "having", "distinct", "joins", "qualify")
+    if any(tree.args.get(a) for a in blocked) or tree.find(exp.AggFunc) or tree.find(exp.Window):
+        return None, None
+    if any(s is not tree for s in tree.find_all(exp.Select)):
+        return None, None  # subqueries: keep it simple and exact
+    if len({c.image.sql() for c in calls}) != 1:
+        return None, None
+    return int(limit.expression.name), calls[0].image.copy()
