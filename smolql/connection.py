@@ -94,6 +94,14 @@ class Connection:
         )
         return classify.run(plan, refs, progress=progress)
 
+    def stream(
+        self, query: str, params: Sequence[Any] | dict | None = None, batch_size: int = 8192
+    ) -> pa.RecordBatchReader:
+        """Run SQL and stream the last statement's rows as Arrow record batches."""
+        from smolql.execute import stream_script
+
+        return stream_script(cursor(self.duckdb), self.settings, query, params, batch_size)
+
     def sql(self, query: str, params: Sequence[Any] | dict | None = None) -> pa.Table:
         """Run SQL (SmolQL UDFs, ``SET smolql.*`` and ``EXPLAIN`` included) and return the last
         statement's result as an Arrow table."""

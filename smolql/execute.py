@@ -70,6 +70,38 @@ def run_script(
     return result
 
 
+def stream_script(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    sql: str,
+    params=None,
+    batch_size: int = 8192,
+) -> pa.RecordBatchReader:
+    """Like :func:`run_script`, but the last statement's rows arrive as a stream of Arrow
+    record batches (the UDF stages run first; DuckDB then streams the final query)."""
+    texts = split(sql) if uses_smolql(sql) else [sql]
+    for text in texts[:-1]:
+        run_statement(con, settings, text, params)
+    last = texts[-1] if texts else "SELECT NULL WHERE false"
+    st = classify_statement(last) if uses_smolql(last) else None
+    final, final_params = last, params
+    if st is not None and st.kind == "query":
+        tree = parse_one(bind_params(st.text, params)) if params else st.tree
+        plan = plan_query(tree, settings.model, _cost(con))
+        if plan.early_limit is not None:
+            _run_early(con, settings, plan, QueryStats())
+        else:
+            for stage in plan.stages:
+                _run_stage(con, settings, stage)
+        final, final_params = plan.final_sql(), None
+    elif st is not None:
+        return run_statement(con, settings, last, params).to_reader()
+    try:
+        return con.sql(final, params=final_params).to_arrow_reader(batch_size)
+    except duckdb.Error as e:
+        raise sql_error(e) from e
+
+
 def run_statement(con, settings: Settings, text: str, params=None) -> pa.Table:
     st = classify_statement(text)
     if st.kind == "duckdb":

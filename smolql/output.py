@@ -80,6 +80,8 @@ def write_result(
         text = _csv(table)
     elif fmt == "json":
         text = json.dumps(table.to_pylist(), default=_json_default, indent=1) + "\n"
+    elif table.column_names == ["plan"]:
+        text = "\n".join(map(str, table.column("plan").to_pylist())) + "\n"  # EXPLAIN, readable
     else:
         text = format_table(table) + "\n"
     if output is None:

@@ -52,7 +52,11 @@ def _read() -> str:
 
 def _run(sql: str, con: Connection) -> None:
     try:
-        print(format_table(con.sql(sql), max_rows=200))
+        table = con.sql(sql)
+        if table.column_names == ["plan"]:
+            print("\n".join(table.column("plan").to_pylist()))
+        else:
+            print(format_table(table, max_rows=200))
     except SmolQLError as e:
         print(f"Error: {e}")
         if getattr(e, "context", ""):

@@ -144,3 +144,15 @@ def test_parameters_are_bound_as_data(photos):
         "SELECT count(*) AS n FROM photos WHERE classify(image).label = ?", ["x' OR 1=1 --"]
     ).to_pylist()
     assert rows == [{"n": 0}]
+
+
+def test_results_stream_as_record_batches(photos):
+    sql = "SELECT id, classify(image).label AS l FROM photos ORDER BY id"
+    table = photos.sql(sql)
+    reader = photos.stream(sql, batch_size=5)
+    batches = list(reader)
+    assert len(batches) >= 2 and all(b.num_rows <= 5 for b in batches)
+    assert sum(b.num_rows for b in batches) == 12
+    assert [r for b in batches for r in b.to_pylist()] == table.to_pylist()
+    plain = list(photos.stream("SELECT * FROM range(10)", batch_size=4))
+    assert sum(b.num_rows for b in plain) == 10
