@@ -1,6 +1,6 @@
 """Build a catalog of the demo photographs and ask it a few questions from Python.
 
-    python examples/catalog_basics.py [DB]
+python examples/catalog_basics.py [DB]
 """
 
 from __future__ import annotations

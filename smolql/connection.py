@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
+from smolql import errors
 from smolql.catalog import manage
 from smolql.catalog.ingest import IngestSummary
 from smolql.catalog.spec import DEFAULT_RENDITIONS
 from smolql.config import Settings, default_db_path, worker_count
+from smolql.dbapi import Cursor
 from smolql.sqlrun import run_sql
-from smolql.store import RenditionRoot, cursor, open_database
+from smolql.store import RenditionRoot, open_database
+from smolql.store import cursor as new_cursor
 
 
 class Connection:
-    """An open SmolQL database.
+    """An open SmolQL database, and a PEP 249 connection.
 
     >>> con = connect(":memory:")
     >>> con.sql("SELECT 42 AS answer").to_pylist()
@@ -25,11 +29,56 @@ class Connection:
     >>> con.close()
     """
 
+    # PEP 249 optional extension: the exception classes as connection attributes.
+    Warning = errors.Warning
+    Error = errors.Error
+    InterfaceError = errors.InterfaceError
+    DatabaseError = errors.DatabaseError
+    DataError = errors.DataError
+    OperationalError = errors.OperationalError
+    IntegrityError = errors.IntegrityError
+    InternalError = errors.InternalError
+    ProgrammingError = errors.ProgrammingError
+    NotSupportedError = errors.NotSupportedError
+
     def __init__(self, database: str | None = None, **settings: Any) -> None:
         self.database = database or default_db_path()
         self.settings = Settings(**settings)
         self.duckdb = open_database(self.database)
         self.renditions = RenditionRoot(self.database)
+        self.closed = False
+
+    # -- PEP 249 -----------------------------------------------------------------------------
+
+    def cursor(self) -> Cursor:
+        self._check()
+        return Cursor(self)
+
+    def commit(self) -> None:
+        """End an explicit transaction (``BEGIN``); DuckDB autocommits otherwise."""
+        self._check()
+        self._end_transaction("COMMIT")
+
+    def rollback(self) -> None:
+        self._check()
+        self._end_transaction("ROLLBACK")
+
+    def _end_transaction(self, verb: str) -> None:
+        import duckdb
+
+        # No transaction active: nothing to end.
+        with contextlib.suppress(duckdb.TransactionException):
+            self.duckdb.execute(verb)
+
+    def _check(self) -> None:
+        if self.closed:
+            raise errors.InterfaceError("connection is closed")
+
+    def _run(self, operation: str, parameters) -> pa.Table:
+        """Run for a DB-API cursor, on the shared connection (one transaction for all)."""
+        from smolql.execute import run_script
+
+        return run_script(self.duckdb, self.settings, operation, parameters)
 
     def create_catalog(
         self,
@@ -100,22 +149,25 @@ class Connection:
         """Run SQL and stream the last statement's rows as Arrow record batches."""
         from smolql.execute import stream_script
 
-        return stream_script(cursor(self.duckdb), self.settings, query, params, batch_size)
+        return stream_script(new_cursor(self.duckdb), self.settings, query, params, batch_size)
 
     def sql(self, query: str, params: Sequence[Any] | dict | None = None) -> pa.Table:
         """Run SQL (SmolQL UDFs, ``SET smolql.*`` and ``EXPLAIN`` included) and return the last
         statement's result as an Arrow table."""
         from smolql.execute import run_script
 
-        return run_script(cursor(self.duckdb), self.settings, query, params)
+        return run_script(new_cursor(self.duckdb), self.settings, query, params)
 
     def execute(
         self, query: str, params: Sequence[Any] | dict | None = None
     ) -> duckdb.DuckDBPyConnection:
         """Run SQL; the returned DuckDB cursor streams the result."""
-        return run_sql(cursor(self.duckdb), query, params)
+        return run_sql(new_cursor(self.duckdb), query, params)
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         self.duckdb.close()
         self.renditions.close()
 

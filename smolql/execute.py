@@ -63,7 +63,7 @@ def run_script(
 ) -> pa.Table:
     """Run one or more statements; return the last one's result as Arrow."""
     if not uses_smolql(sql):
-        return query_arrow(con, sql, params)  # exactly DuckDB
+        return query_arrow(con, *_duckdb_params(sql, params))  # exactly DuckDB
     result = pa.table({})
     for text in split(sql):
         result = run_statement(con, settings, text, params)
@@ -86,14 +86,15 @@ def stream_script(
     st = classify_statement(last) if uses_smolql(last) else None
     final, final_params = last, params
     if st is not None and st.kind == "query":
-        tree = parse_one(bind_params(st.text, params)) if params else st.tree
-        plan = plan_query(tree, settings.model, _cost(con))
+        text, values = name_placeholders(st.text, params)
+        plan = plan_query(parse_one(text), settings.model, _cost(con))
+        plan.params = values
         if plan.early_limit is not None:
             _run_early(con, settings, plan, QueryStats())
         else:
             for stage in plan.stages:
-                _run_stage(con, settings, stage)
-        final, final_params = plan.final_sql(), None
+                _run_stage(con, settings, stage, values=values)
+        final, final_params = plan.final_sql(), bound(plan.tree, values)
     elif st is not None:
         return run_statement(con, settings, last, params).to_reader()
     try:
@@ -105,34 +106,62 @@ def stream_script(
 def run_statement(con, settings: Settings, text: str, params=None) -> pa.Table:
     st = classify_statement(text)
     if st.kind == "duckdb":
-        return query_arrow(con, text, params)
+        return query_arrow(con, *_duckdb_params(text, params))
     if st.kind in ("set", "reset"):
         return _setting(settings, text)
-    tree = parse_one(bind_params(st.text, params)) if params else st.tree
+    text, values = name_placeholders(st.text, params)
+    tree = parse_one(text)
     if st.kind == "explain":
-        return pa.table({"plan": explain(con, settings, tree)})
-    table, stats, plan = run_query(con, settings, tree)
+        return pa.table({"plan": explain(con, settings, tree, values)})
+    table, stats, plan = run_query(con, settings, tree, values)
     if st.kind == "explain_analyze":
         return pa.table({"plan": explain_analyze(plan, stats)})
     return table
 
 
-def bind_params(sql: str, params) -> str:
-    """Replace each ``?`` token with the literal sqlglot generates for its value (quoted and
-    escaped as a constant: data, never SQL)."""
-    values = list(params)
-    out, last, i = [], 0, 0
-    for t in Tokenizer(dialect="duckdb").tokenize(sql):
+def name_placeholders(sql: str, params) -> tuple[str, dict]:
+    """Give every parameter a name: each ``?`` becomes ``$p1``, ``$p2``... and ``:name``
+    becomes ``$name``, so that any query derived from the statement (pre-filters, the final
+    query) binds exactly the parameters it contains. Values are always bound by DuckDB, never
+    written into SQL text."""
+    if params is None:
+        return sql, {}
+    positional = not isinstance(params, dict)
+    values = {f"p{i + 1}": v for i, v in enumerate(params)} if positional else dict(params)
+    tokens = Tokenizer(dialect="duckdb").tokenize(sql)
+    out, last, n = [], 0, 0
+    for t, nxt in zip(tokens, [*tokens[1:], None], strict=True):
         if t.token_type == TokenType.PLACEHOLDER and t.text == "?":
-            if i >= len(values):
-                raise QueryError(
-                    f"the statement has more ? than the {len(values)} parameters given"
-                )
-            out += [sql[last : t.start], exp.convert(values[i]).sql("duckdb")]
-            last, i = t.end + 1, i + 1
-    if i != len(values):
-        raise QueryError(f"{len(values)} parameters given for {i} placeholders")
-    return "".join(out) + sql[last:]
+            n += 1
+            out += [sql[last : t.start], f"$p{n}"]
+            last = t.end + 1
+        elif (
+            t.token_type == TokenType.COLON
+            and nxt is not None
+            and nxt.start == t.end + 1
+            and nxt.text in values
+        ):
+            out += [sql[last : t.start], "$"]
+            last = t.end + 1
+    if positional and n != len(values):
+        raise QueryError(f"{len(values)} parameters given for {n} placeholders")
+    return "".join(out) + sql[last:], values
+
+
+def _duckdb_params(sql: str, params):
+    """DuckDB takes ``?`` and ``$name`` natively; ``:name`` (with a dict) becomes ``$name``."""
+    if isinstance(params, dict):
+        return name_placeholders(sql, params)
+    return sql, params
+
+
+def bound(tree: exp.Expression, values: dict) -> dict | None:
+    """The parameters that ``tree`` uses (DuckDB rejects unused ones)."""
+    names = {p.name for p in tree.find_all(exp.Placeholder) if p.name}
+    missing = names - values.keys()
+    if missing:
+        raise QueryError(f"no value given for parameter(s) {', '.join(sorted(missing))}")
+    return {n: values[n] for n in names} or None
 
 
 def _setting(settings: Settings, text: str) -> pa.Table:
@@ -162,16 +191,17 @@ def _cost(con) -> callable:
     return cost
 
 
-def run_query(con, settings: Settings, tree: exp.Expression):
+def run_query(con, settings: Settings, tree: exp.Expression, values: dict | None = None):
     plan = plan_query(tree, settings.model, _cost(con))
+    plan.params = values or {}
     stats = QueryStats()
     if plan.early_limit is not None:
         _run_early(con, settings, plan, stats)
     else:
         for stage in plan.stages:
-            stats.stages[stage.index] = _run_stage(con, settings, stage)
+            stats.stages[stage.index] = _run_stage(con, settings, stage, values=plan.params)
     start = time.perf_counter()
-    table = query_arrow(con, plan.final_sql())
+    table = query_arrow(con, plan.final_sql(), bound(plan.tree, plan.params))
     stats.final_seconds = time.perf_counter() - start
     stats.final_rows = table.num_rows
     return table, stats, plan
@@ -183,7 +213,8 @@ def _run_early(con, settings: Settings, plan: QueryPlan, stats: QueryStats) -> N
     ids = [
         r[0]
         for r in con.execute(
-            f"SELECT DISTINCT ({IMAGE}).id FROM ({first.driver.sql('duckdb')}) ORDER BY 1"
+            f"SELECT DISTINCT ({IMAGE}).id FROM ({first.driver.sql('duckdb')}) ORDER BY 1",
+            bound(first.driver, plan.params),
         ).fetchall()
     ]
     step = (settings.batch_size or 32) * 2
@@ -202,7 +233,7 @@ def _run_early(con, settings: Settings, plan: QueryPlan, stats: QueryStats) -> N
         done += ids[start : start + step]
         con.register("__smolql_done", pa.table({"id": pa.array(done, pa.int32())}))
         for stage in plan.stages:
-            s = _run_stage(con, settings, stage, restrict=done)
+            s = _run_stage(con, settings, stage, restrict=done, values=plan.params)
             total = stats.stages.setdefault(stage.index, StageStats())
             for f in ("driver_rows", "cached", "inferred", "errors", "seconds"):
                 setattr(
@@ -210,17 +241,20 @@ def _run_early(con, settings: Settings, plan: QueryPlan, stats: QueryStats) -> N
                     f,
                     getattr(total, f) + getattr(s, f) if f != "driver_rows" else getattr(s, f),
                 )
-        if con.execute(count_sql).fetchall()[0][0] >= plan.early_limit:
+        count = con.execute(count_sql, bound(restricted, plan.params)).fetchall()[0][0]
+        if count >= plan.early_limit:
             break
     plan.tree = restricted.limit(plan.early_limit, copy=False)
 
 
-def _driver_rows(con, stage: Stage, restrict: list[int] | None) -> pa.Table:
+def _driver_rows(
+    con, stage: Stage, restrict: list[int] | None, values: dict | None = None
+) -> pa.Table:
     sql = stage.driver.sql("duckdb")
     if restrict is not None:
         sql = f"SELECT * FROM ({sql}) WHERE ({IMAGE}).id IN (SELECT id FROM __smolql_done)"
     try:
-        table = con.sql(sql).to_arrow_table()
+        table = con.sql(sql, params=bound(stage.driver, values or {})).to_arrow_table()
     except duckdb.Error as e:
         raise sql_error(e) from e
     kind = table.schema.field(IMAGE).type
@@ -233,11 +267,15 @@ def _driver_rows(con, stage: Stage, restrict: list[int] | None) -> pa.Table:
 
 
 def _run_stage(
-    con, settings: Settings, stage: Stage, restrict: list[int] | None = None
+    con,
+    settings: Settings,
+    stage: Stage,
+    restrict: list[int] | None = None,
+    values: dict | None = None,
 ) -> StageStats:
     start = time.perf_counter()
     call = stage.call
-    rows = _driver_rows(con, stage, restrict).to_pylist()
+    rows = _driver_rows(con, stage, restrict, values).to_pylist()
     stats = StageStats(driver_rows=len(rows))
     spec = get_model(call.model)
     keys: dict[tuple[str, str], dict] = {}
@@ -383,11 +421,11 @@ def _describe(stage: Stage) -> str:
     )
 
 
-def explain(con, settings: Settings, tree: exp.Expression) -> list[str]:
+def explain(con, settings: Settings, tree: exp.Expression, values: dict | None = None) -> list[str]:
     plan = plan_query(tree, settings.model, _cost(con))
     lines = []
     for stage in plan.stages:
-        rows = _driver_rows(con, stage, None) if not _depends(stage, plan) else None
+        rows = _driver_rows(con, stage, None, values) if not _depends(stage, plan) else None
         n = rows.num_rows if rows is not None else None
         spec = get_model(stage.call.model)
         p = make_plan(

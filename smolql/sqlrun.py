@@ -9,7 +9,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from smolql.errors import ParseError, QueryError
+from smolql.errors import ConstraintError, ExecutionError, ParseError, QueryError
 
 _LINE = re.compile(r"^LINE (\d+): (.*)$")
 
@@ -35,7 +35,7 @@ def run_sql(
         raise sql_error(e) from e
 
 
-def sql_error(e: duckdb.Error) -> ParseError | QueryError:
+def sql_error(e: duckdb.Error) -> ParseError | QueryError | ConstraintError | ExecutionError:
     """Map a DuckDB error to :class:`ParseError` (syntax) or :class:`QueryError` (the rest).
 
     DuckDB ends positioned messages with ``LINE n: <text>`` and a caret line; that becomes
@@ -56,7 +56,14 @@ def sql_error(e: duckdb.Error) -> ParseError | QueryError:
             lines = lines[:i]
             break
     message = "\n".join(x for x in lines if x).strip()
-    cls = ParseError if isinstance(e, duckdb.ParserException) else QueryError
+    if isinstance(e, duckdb.ParserException):
+        cls = ParseError
+    elif isinstance(e, duckdb.ConstraintException):
+        cls = ConstraintError
+    elif isinstance(e, duckdb.OperationalError | duckdb.IOException | duckdb.OutOfMemoryException):
+        cls = ExecutionError
+    else:
+        cls = QueryError
     err = cls(message, line=line, column=column)
     err.context = context
     return err

@@ -156,3 +156,23 @@ def test_results_stream_as_record_batches(photos):
     assert [r for b in batches for r in b.to_pylist()] == table.to_pylist()
     plain = list(photos.stream("SELECT * FROM range(10)", batch_size=4))
     assert sum(b.num_rows for b in plain) == 10
+
+
+@pytest.mark.parametrize(
+    "hostile", ["x'; DROP TABLE photos; --", "' OR '1'='1", "/* c */ tench", "a\\'b", "$p1"]
+)
+def test_hostile_parameters_are_data_in_udf_queries(photos, hostile):
+    rows = photos.sql(
+        "SELECT count(*) AS n FROM photos WHERE file <> ? AND classify(image).label = ?",
+        [hostile, hostile],
+    ).to_pylist()
+    assert rows == [{"n": 0}]
+    assert photos.sql("SELECT count(*) AS n FROM photos").to_pylist() == [{"n": 12}]
+
+
+def test_named_parameters_bind_in_prefilters_and_the_final_query(photos):
+    sql = "SELECT id FROM photos WHERE id <= :top AND classify(image).score > :min ORDER BY id"
+    rows = photos.sql(sql, {"top": 3, "min": 0.0}).to_pylist()
+    assert [r["id"] for r in rows] == [1, 2, 3]
+    plan = "\n".join(photos.sql("EXPLAIN " + sql, {"top": 3, "min": 0.0})["plan"].to_pylist())
+    assert "$top" in plan and "3" not in plan.split("pre-filter (DuckDB):")[1].split("\n")[0]

@@ -38,6 +38,7 @@ class QueryPlan:
     stages: list[Stage] = field(default_factory=list)
     early_limit: int | None = None
     root_image: exp.Expression | None = None
+    params: dict = field(default_factory=dict)
 
     def final_sql(self) -> str:
         return self.tree.sql("duckdb")
