@@ -56,7 +56,7 @@ def image_refs(
     rows = con.execute(
         f'SELECT c.id, r.path FROM "{catalog}" c JOIN smolql.renditions r'
         f" ON r.catalog = '{catalog}' AND r.image_id = c.id AND r.spec = ?"
-        f"{cond.replace(' WHERE ', ' WHERE ') if cond else ''} ORDER BY c.id",
+        f"{cond} ORDER BY c.id",
         [rendition],
     ).fetchall()
     return [ImageRef(i, p, 1) for i, p in rows]  # renditions are stored upright
