@@ -34,6 +34,11 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     assert "smolql/catalogs/demo.toml" in names
     assert any(n.startswith("smolql/_jpeg") and n.endswith(".so") for n in names)
     assert any(n.endswith("entry_points.txt") for n in names)
+    subpackages = {
+        str(init.parent.relative_to(REPO)) for init in (REPO / "smolql").rglob("__init__.py")
+    }
+    for package in subpackages:  # every subpackage ships, not only those listed by hand
+        assert f"{package}/__init__.py" in names, package
 
     site = tmp_path / "site"
     subprocess.run(
