@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import duckdb
@@ -16,7 +17,7 @@ from smolql.config import Settings
 from smolql.errors import InferenceError
 from smolql.models.registry import get_model
 from smolql.models.spec import ModelSpec
-from smolql.ops.infer import classify_stream, split_threads
+from smolql.ops.infer import Prediction, classify_stream, split_threads
 from smolql.ops.loader import stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
 
@@ -113,25 +114,31 @@ def _calibrate(con, spec: ModelSpec, refs: list[ImageRef], threads: int) -> choo
     return choose.store(con, spec, choose.measure(spec, sample, threads))
 
 
-def run(plan: Plan, refs: list[ImageRef], *, progress: bool | None = None) -> pa.Table:
+def predictions(
+    plan: Plan, refs: list[ImageRef], *, k: int = 1, progress: bool | None = None
+) -> Iterator[Prediction]:
+    """Open the plan's backend session and stream one prediction per ref."""
     session = get_backend(plan.backend).open(
         plan.spec, plan.precision, plan.infer_threads, plan.batch_size
     )
     try:
-        preds = list(
-            classify_stream(
-                refs,
-                plan.spec,
-                session,
-                Preprocessor(plan.spec.transform),
-                batch_size=plan.batch_size,
-                decode_workers=plan.decode_workers,
-                total=len(refs),
-                progress=progress,
-            )
+        yield from classify_stream(
+            refs,
+            plan.spec,
+            session,
+            Preprocessor(plan.spec.transform),
+            batch_size=plan.batch_size,
+            decode_workers=plan.decode_workers,
+            k=k,
+            total=len(refs),
+            progress=progress,
         )
     finally:
         session.close()
+
+
+def run(plan: Plan, refs: list[ImageRef], *, progress: bool | None = None) -> pa.Table:
+    preds = list(predictions(plan, refs, progress=progress))
     preds.sort(key=lambda p: p.key)
     return pa.table(
         {

@@ -15,7 +15,6 @@ from smolql.catalog.ingest import IngestSummary
 from smolql.catalog.spec import DEFAULT_RENDITIONS
 from smolql.config import Settings, default_db_path, worker_count
 from smolql.dbapi import Cursor
-from smolql.sqlrun import run_sql
 from smolql.store import RenditionRoot, open_database
 from smolql.store import cursor as new_cursor
 
@@ -64,8 +63,6 @@ class Connection:
         self._end_transaction("ROLLBACK")
 
     def _end_transaction(self, verb: str) -> None:
-        import duckdb
-
         # No transaction active: nothing to end.
         with contextlib.suppress(duckdb.TransactionException):
             self.duckdb.execute(verb)
@@ -158,11 +155,10 @@ class Connection:
 
         return run_script(new_cursor(self.duckdb), self.settings, query, params)
 
-    def execute(
-        self, query: str, params: Sequence[Any] | dict | None = None
-    ) -> duckdb.DuckDBPyConnection:
-        """Run SQL; the returned DuckDB cursor streams the result."""
-        return run_sql(new_cursor(self.duckdb), query, params)
+    def execute(self, query: str, params: Sequence[Any] | dict | None = None) -> Cursor:
+        """Shortcut (as in sqlite3): a new DB-API cursor that has run ``query``; unlike a raw
+        DuckDB cursor it understands SmolQL's UDFs and settings."""
+        return self.cursor().execute(query, params)
 
     def close(self) -> None:
         if self.closed:

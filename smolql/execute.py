@@ -14,12 +14,11 @@ from sqlglot import exp
 from sqlglot.tokens import Tokenizer, TokenType
 
 from smolql import cache
-from smolql.classify import make_plan
+from smolql.classify import make_plan, predictions
 from smolql.config import SETTINGS, Settings
 from smolql.errors import DecodeError, QueryError
 from smolql.models.registry import get_model
-from smolql.ops.infer import classify_stream
-from smolql.ops.pipeline import ImageRef, Preprocessor
+from smolql.ops.pipeline import ImageRef
 from smolql.ops.spec import Rect
 from smolql.parse import classify_statement, parse_one, split, uses_smolql
 from smolql.plan.logical import IMAGE, ROI, QueryPlan, Stage, plan_query
@@ -49,6 +48,16 @@ class StageStats:
     inferred: int = 0
     errors: int = 0
     seconds: float = 0.0
+
+    def add(self, later: StageStats) -> StageStats:
+        """Totals over chunks; ``driver_rows`` is the latest (the pre-filter grows)."""
+        return StageStats(
+            later.driver_rows,
+            self.cached + later.cached,
+            self.inferred + later.inferred,
+            self.errors + later.errors,
+            self.seconds + later.seconds,
+        )
 
 
 @dataclass
@@ -86,15 +95,8 @@ def stream_script(
     st = classify_statement(last) if uses_smolql(last) else None
     final, final_params = last, params
     if st is not None and st.kind == "query":
-        text, values = name_placeholders(st.text, params)
-        plan = plan_query(parse_one(text), settings.model, _cost(con))
-        plan.params = values
-        if plan.early_limit is not None:
-            _run_early(con, settings, plan, QueryStats())
-        else:
-            for stage in plan.stages:
-                _run_stage(con, settings, stage, values=values)
-        final, final_params = plan.final_sql(), bound(plan.tree, values)
+        plan, _ = evaluate_stages(con, settings, *name_placeholders(st.text, params))
+        final, final_params = plan.final_sql(), bound(plan.tree, plan.params)
     elif st is not None:
         return run_statement(con, settings, last, params).to_reader()
     try:
@@ -110,10 +112,9 @@ def run_statement(con, settings: Settings, text: str, params=None) -> pa.Table:
     if st.kind in ("set", "reset"):
         return _setting(settings, text)
     text, values = name_placeholders(st.text, params)
-    tree = parse_one(text)
     if st.kind == "explain":
-        return pa.table({"plan": explain(con, settings, tree, values)})
-    table, stats, plan = run_query(con, settings, tree, values)
+        return pa.table({"plan": explain(con, settings, parse_one(text), values)})
+    table, stats, plan = run_query(con, settings, text, values)
     if st.kind == "explain_analyze":
         return pa.table({"plan": explain_analyze(plan, stats)})
     return table
@@ -191,15 +192,23 @@ def _cost(con) -> callable:
     return cost
 
 
-def run_query(con, settings: Settings, tree: exp.Expression, values: dict | None = None):
-    plan = plan_query(tree, settings.model, _cost(con))
-    plan.params = values or {}
+def evaluate_stages(
+    con, settings: Settings, text: str, values: dict
+) -> tuple[QueryPlan, QueryStats]:
+    """Plan a UDF statement and run its stages; the plan's final query is then ready."""
+    plan = plan_query(parse_one(text), settings.model, _cost(con))
+    plan.params = values
     stats = QueryStats()
     if plan.early_limit is not None:
         _run_early(con, settings, plan, stats)
     else:
         for stage in plan.stages:
-            stats.stages[stage.index] = _run_stage(con, settings, stage, values=plan.params)
+            stats.stages[stage.index] = _run_stage(con, settings, stage, values=values)
+    return plan, stats
+
+
+def run_query(con, settings: Settings, text: str, values: dict):
+    plan, stats = evaluate_stages(con, settings, text, values)
     start = time.perf_counter()
     table = query_arrow(con, plan.final_sql(), bound(plan.tree, plan.params))
     stats.final_seconds = time.perf_counter() - start
@@ -234,13 +243,7 @@ def _run_early(con, settings: Settings, plan: QueryPlan, stats: QueryStats) -> N
         con.register("__smolql_done", pa.table({"id": pa.array(done, pa.int32())}))
         for stage in plan.stages:
             s = _run_stage(con, settings, stage, restrict=done, values=plan.params)
-            total = stats.stages.setdefault(stage.index, StageStats())
-            for f in ("driver_rows", "cached", "inferred", "errors", "seconds"):
-                setattr(
-                    total,
-                    f,
-                    getattr(total, f) + getattr(s, f) if f != "driver_rows" else getattr(s, f),
-                )
+            stats.stages[stage.index] = stats.stages.get(stage.index, StageStats()).add(s)
         count = con.execute(count_sql, bound(restricted, plan.params)).fetchall()[0][0]
         if count >= plan.early_limit:
             break
@@ -287,17 +290,8 @@ def _run_stage(
         roi_key = ",".join(map(str, roi)) if roi else ""
         keys.setdefault((img["hash"], roi_key), {"img": img, "roi": roi})
     refs = _refs(con, keys)
-    plan = make_plan(
-        con,
-        settings,
-        refs,
-        model=call.model,
-        backend=None,
-        precision=None,
-        batch_size=None,
-        rendition=None,
-    )
-    plan_key = f"{plan.backend}/{plan.precision}/original/partial-dct1"
+    plan = _udf_plan(con, settings, refs, call.model)
+    plan_key = _plan_key(plan)
     weights = spec.weights_hash()
     key_table = pa.table({"hash": [h for h, _ in keys], "roi": [r for _, r in keys]})
     found = (
@@ -307,40 +301,42 @@ def _run_stage(
     todo = [r for r in refs if r.key not in found]
     fresh: list[tuple[str, str, list]] = []
     if todo:
-        from smolql.backends.registry import get_backend
-
-        session = get_backend(plan.backend).open(
-            spec, plan.precision, plan.infer_threads, plan.batch_size
-        )
-        try:
-            for p in classify_stream(
-                todo,
-                spec,
-                session,
-                Preprocessor(spec.transform),
-                batch_size=plan.batch_size,
-                decode_workers=plan.decode_workers,
-                k=call.k,
-                progress=False,
-            ):
-                if p.error:
-                    stats.errors += 1
-                    if settings.on_error == "fail":
-                        path, _, reason = p.error.partition(": ")
-                        raise DecodeError(f"cannot classify image: {reason}", file=path)
-                    warnings.warn(p.error, ImageWarning, stacklevel=2)
-                    continue
-                topk = [{"class_index": i, "label": lab, "score": sc} for i, lab, sc in p.topk]
-                found[p.key] = topk
-                fresh.append((p.key[0], p.key[1], topk))
-        finally:
-            session.close()
+        for p in predictions(plan, todo, k=call.k, progress=False):
+            if p.error:
+                stats.errors += 1
+                if settings.on_error == "fail":
+                    path, _, reason = p.error.partition(": ")
+                    raise DecodeError(f"cannot classify image: {reason}", file=path)
+                warnings.warn(p.error, ImageWarning, stacklevel=2)
+                continue
+            topk = [{"class_index": i, "label": lab, "score": sc} for i, lab, sc in p.topk]
+            found[p.key] = topk
+            fresh.append((p.key[0], p.key[1], topk))
         stats.inferred = len(todo)
         if settings.cache:
             cache.store(con, fresh, spec.name, weights, plan_key, call.k)
     con.register(stage.table, _results(keys, found, call, spec.name))
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+def _udf_plan(con, settings: Settings, refs: list[ImageRef], model: str):
+    """Backend, precision, batch and threads for a model (measured once, see classify)."""
+    return make_plan(
+        con,
+        settings,
+        refs,
+        model=model,
+        backend=None,
+        precision=None,
+        batch_size=None,
+        rendition=None,
+    )
+
+
+def _plan_key(plan) -> str:
+    """The plan part of the cache key: what else could change a result for the same image."""
+    return f"{plan.backend}/{plan.precision}/original/partial-dct1"
 
 
 def _refs(con, keys: dict) -> list[ImageRef]:
@@ -381,33 +377,18 @@ def _refs(con, keys: dict) -> list[ImageRef]:
 
 
 def _results(keys: dict, found: dict, call, model: str) -> pa.Table:
-    hashes, rois, values = [], [], []
-    for (h, roi_key), v in keys.items():
-        hashes.append(h)
-        rois.append(v["roi"] or (None,) * 4)
-        topk = found.get((h, roi_key))
-        if topk is None:
-            values.append(None)
-            continue
-        items = [{**t, "model": model} for t in topk]
-        values.append(items if call.kind == "classify_topk" else items[0])
-    value_type = pa.list_(VALUE) if call.kind == "classify_topk" else VALUE
-    columns = {"__hash": pa.array(hashes, pa.string())}
+    """The stage's lookup table: hash, region and the UDF value (NULL where no result)."""
+    values = []
+    for key in keys:
+        topk = found.get(key)
+        items = [{**t, "model": model} for t in topk] if topk is not None else None
+        values.append(items if items is None or call.kind == "classify_topk" else items[0])
+    rois = [v["roi"] or (None,) * 4 for v in keys.values()]
+    columns = {"__hash": pa.array([h for h, _ in keys], pa.string())}
     for i, name in enumerate(ROI):
         columns[name] = pa.array([r[i] for r in rois], pa.int64())
-    columns["__v"] = pa.array(
-        [
-            None
-            if v is None
-            else (
-                [{k: x[k] for k in ("label", "score", "class_index", "model")} for x in v]
-                if isinstance(v, list)
-                else {k: v[k] for k in ("label", "score", "class_index", "model")}
-            )
-            for v in values
-        ],
-        value_type,
-    )
+    value_type = pa.list_(VALUE) if call.kind == "classify_topk" else VALUE
+    columns["__v"] = pa.array(values, value_type)
     return pa.table(columns)
 
 
@@ -428,16 +409,7 @@ def explain(con, settings: Settings, tree: exp.Expression, values: dict | None =
         rows = _driver_rows(con, stage, None, values) if not _depends(stage, plan) else None
         n = rows.num_rows if rows is not None else None
         spec = get_model(stage.call.model)
-        p = make_plan(
-            con,
-            settings,
-            [],
-            model=stage.call.model,
-            backend=None,
-            precision=None,
-            batch_size=None,
-            rendition=None,
-        )
+        p = _udf_plan(con, settings, [], stage.call.model)
         cached = 0
         if rows is not None and settings.cache:
             hashes = [r["hash"] for r in rows.column(IMAGE).to_pylist() if r]
@@ -448,7 +420,7 @@ def explain(con, settings: Settings, tree: exp.Expression, values: dict | None =
                     keys,
                     spec.name,
                     spec.weights_hash(),
-                    f"{p.backend}/{p.precision}/original/partial-dct1",
+                    _plan_key(p),
                     stage.call.k,
                 )
             )

@@ -22,7 +22,6 @@ _SETTING = re.compile(r"^\s*(SET|RESET)\s+smolql\.", re.IGNORECASE)
 class Statement:
     text: str
     kind: str  # "duckdb", "query" (has UDFs), "set", "reset", "explain", "explain_analyze"
-    tree: exp.Expression | None = None
 
 
 def uses_smolql(sql: str) -> bool:
@@ -58,11 +57,11 @@ def classify_statement(text: str) -> Statement:
     m = _EXPLAIN.match(text)
     if m and uses_smolql(m.group(2)):
         kind = "explain_analyze" if m.group(1) else "explain"
-        return Statement(m.group(2), kind, parse_one(m.group(2)))
+        return Statement(m.group(2), kind)
     if _SETTING.match(text):
         return Statement(text, text.split()[0].lower())
     if uses_smolql(text):
-        return Statement(text, "query", parse_one(text))
+        return Statement(text, "query")
     return Statement(text, "duckdb")
 
 

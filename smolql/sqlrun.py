@@ -25,16 +25,6 @@ def query_arrow(
         raise sql_error(e) from e
 
 
-def run_sql(
-    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | dict | None = None
-) -> duckdb.DuckDBPyConnection:
-    """Execute one or more statements; the connection then holds the last result."""
-    try:
-        return con.execute(sql, params) if params is not None else con.execute(sql)
-    except duckdb.Error as e:
-        raise sql_error(e) from e
-
-
 def sql_error(e: duckdb.Error) -> ParseError | QueryError | ConstraintError | ExecutionError:
     """Map a DuckDB error to :class:`ParseError` (syntax) or :class:`QueryError` (the rest).
 

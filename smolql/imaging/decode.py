@@ -61,7 +61,7 @@ def decode_rgb(
             d = dct_denominator(min(info.stored_width, info.stored_height), min_short_side)
             stored = decode_jpeg(data, scale_denom=d)
         else:
-            stored = _decode_other(data)
+            stored = decode_other(data)
     except DecodeError:
         raise
     except (OSError, ValueError, cv2.error) as e:
@@ -88,7 +88,8 @@ def decode_jpeg(
     return out
 
 
-def _decode_other(data: bytes) -> np.ndarray:
+def decode_other(data: bytes) -> np.ndarray:
+    """Decode a non-JPEG image as stored to RGB (OpenCV, then Pillow for what it cannot read)."""
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         return _decode_pillow(data)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import math
 
+from smolql.imaging.decode import dct_denominator
 from smolql.imaging.orient import stored_rect
 from smolql.ops.spec import Rect, SourceInfo, Transform
 from smolql.ops.steps import Axis, Crop, Decode, ImagePlan, Orient, ResizeNormalize
-
-DCT_DENOMINATORS = (8, 4, 2)
 
 
 def resized_size(width: int, height: int, short: int) -> tuple[int, int]:
@@ -34,19 +33,6 @@ def needed_range(scale: float, first: int, count: int, in_size: int) -> tuple[in
     lo = max(0, int((first + 0.5) * scale - support + 0.5))
     hi = min(in_size, int((first + count - 1 + 0.5) * scale + support + 0.5))
     return lo, hi
-
-
-def auto_denominator(short_side: int, target: int) -> int:
-    """The largest DCT scale-down that still leaves the short side at least ``target``, so the
-    resize never enlarges: lossless for the model.
-
-    >>> auto_denominator(1000, 256), auto_denominator(375, 256)
-    (2, 1)
-    """
-    for d in DCT_DENOMINATORS:
-        if math.ceil(short_side / d) >= target:
-            return d
-    return 1
 
 
 def plan_image(
@@ -105,7 +91,8 @@ def _denominator(info: SourceInfo, roi: Rect, t: Transform, scale_denom: int | s
     if info.format != "jpeg":
         return 1
     if scale_denom == "auto":
-        return auto_denominator(min(roi.w, roi.h), t.resize)
+        # The largest DCT scale-down that keeps the short side >= the resize: never enlarges.
+        return dct_denominator(min(roi.w, roi.h), t.resize)
     if scale_denom not in (1, 2, 4, 8):
         raise ValueError(f"scale_denom must be 'auto', 1, 2, 4 or 8, not {scale_denom!r}")
     return int(scale_denom)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from smolql import _fused, _jpeg
-from smolql.imaging.decode import to_rgb8
+from smolql import _fused
+from smolql.imaging.decode import decode_jpeg, decode_other
 from smolql.imaging.orient import orient_view
 from smolql.ops.spec import Rect, TensorSpec
 
@@ -38,14 +38,10 @@ class Decode:
     def apply(self, data: bytes) -> np.ndarray:
         shape = self.output().shape
         if self.format == "jpeg":
-            out = np.empty(shape, np.uint8)
             region = self.region.as_tuple() if self.region else None
-            _jpeg.decode_into(data, out, scale_denom=self.scale_denom, region=region)
-            return out
-        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if pixels is None:
-            raise ValueError(f"OpenCV could not decode this {self.format.upper()} data")
-        rgbx = cv2.cvtColor(to_rgb8(pixels), cv2.COLOR_RGB2RGBA)
+            out = np.empty(shape, np.uint8)
+            return decode_jpeg(data, scale_denom=self.scale_denom, region=region, out=out)
+        rgbx = cv2.cvtColor(decode_other(data), cv2.COLOR_RGB2RGBA)
         if rgbx.shape != shape:
             raise ValueError(
                 f"decoded {rgbx.shape[1]}x{rgbx.shape[0]}, header said {shape[1]}x{shape[0]}"
