@@ -20,6 +20,7 @@ from smolql.models.spec import ModelSpec
 from smolql.ops.infer import Prediction, classify_stream, split_threads
 from smolql.ops.loader import stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
+from smolql.plan.space import ORIGINAL, PhysicalPlan, sized
 
 CALIBRATION_IMAGES = 64
 RESULT_SCHEMA = pa.schema(
@@ -43,6 +44,18 @@ class Plan:
     decode_workers: int
     infer_threads: int
     rendition: str | None
+    scale: int = 1
+
+    @property
+    def physical(self) -> PhysicalPlan:
+        """The plan as a point of the plan space (its key names it in caches and profiles)."""
+        base = get_model(self.spec.name)
+        size = 0 if self.spec.input_size == base.input_size else self.spec.input_size
+        source = self.rendition or ORIGINAL
+        return PhysicalPlan(self.spec.name, source, self.scale, size, self.backend, self.precision)
+
+    def preprocessor(self) -> Preprocessor:
+        return Preprocessor(self.spec.transform, scale_denom=self.scale)
 
 
 def image_refs(
@@ -73,7 +86,13 @@ def make_plan(
     precision: str | None,
     batch_size: int | None,
     rendition: str | None,
+    physical: PhysicalPlan | None = None,
 ) -> Plan:
+    """Backend, precision, batch size and threads for a run; ``physical`` (a profiled plan)
+    fixes model, input, DCT scale, input size and engine."""
+    if physical is not None:
+        model, backend, precision = physical.model, physical.backend, physical.precision
+        rendition = None if physical.source == ORIGINAL else physical.source
     spec = get_model(model or settings.model)
     backend = backend or settings.backend
     precision = precision or settings.precision
@@ -91,6 +110,11 @@ def make_plan(
             raise InferenceError(
                 f"backend {backend!r} offers {', '.join(caps.precisions)} here, not {precision!r}"
             )
+    if physical is not None:
+        spec = sized(spec, physical.input_size)
+        if not batch_size and not settings.batch_size:
+            stored = choose.stored_choice(con, get_model(physical.model))
+            batch_size = stored.batch_size if stored else None
     return Plan(
         spec,
         backend,
@@ -99,6 +123,7 @@ def make_plan(
         decode_workers,
         infer_threads,
         rendition,
+        physical.scale if physical is not None else 1,
     )
 
 
@@ -126,7 +151,7 @@ def predictions(
             refs,
             plan.spec,
             session,
-            Preprocessor(plan.spec.transform),
+            plan.preprocessor(),
             batch_size=plan.batch_size,
             decode_workers=plan.decode_workers,
             k=k,

@@ -11,6 +11,7 @@ from smolql.config import SETTINGS
 from smolql.connection import Connection, connect
 from smolql.errors import SmolQLError
 from smolql.output import FORMATS, format_table, write_result
+from smolql.plan.profile import DEFAULT_SAMPLE
 
 MAX_REASONS = 10
 
@@ -53,6 +54,40 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("sql")
     query.add_argument("--format", choices=FORMATS, default="table")
     query.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")
+
+    prof = sub.add_parser(
+        "profile",
+        help="measure accuracy and throughput of every plan; fit and check the cost model",
+        parents=[common],
+    )
+    prof.add_argument("catalog")
+    prof.add_argument(
+        "--model", action="append", metavar="M", help="repeatable (default: all with weights)"
+    )
+    prof.add_argument("--sample", type=int, default=DEFAULT_SAMPLE, help="images to sample")
+    prof.add_argument(
+        "--precision",
+        action="append",
+        choices=("fp32", "bf16", "fp16", "int8"),
+        help="repeatable (default fp32 and int8)",
+    )
+    prof.add_argument("--no-smaller-inputs", action="store_true", help="native input size only")
+    prof.add_argument("--labels", metavar="COLUMN", help="label column (default class_index)")
+    prof.add_argument(
+        "--plot", metavar="PNG", help="accuracy-vs-throughput plot (default CATALOG-plans.png)"
+    )
+
+    tr = sub.add_parser(
+        "train",
+        help="fine-tune a model for a rendition (label-free distillation)",
+        parents=[common],
+    )
+    tr.add_argument("catalog")
+    tr.add_argument("--model", required=True)
+    tr.add_argument("--rendition", required=True, metavar="SPEC", help="e.g. 161:jpeg:75")
+    tr.add_argument("--epochs", type=int, default=8)
+    tr.add_argument("--where", metavar="SQL", help="train on the images matching this filter")
+    tr.add_argument("--limit", type=int, help="at most this many images (in id order)")
 
     sub.add_parser("shell", help="interactive SQL shell with history", parents=[common])
     sub.add_parser("demo", help="build the demo catalog and run example queries", parents=[common])
@@ -148,6 +183,56 @@ def _query(con: Connection, args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _profile(con: Connection, args: argparse.Namespace) -> int:
+    from smolql.plan.chart import as_table, plot
+    from smolql.plan.profile import MAX_ERROR
+
+    report = con.profile(
+        args.catalog,
+        models=args.model,
+        sample=args.sample,
+        precisions=tuple(args.precision or ("fp32", "int8")),
+        smaller_inputs=not args.no_smaller_inputs,
+        labels=args.labels,
+        say=_say,
+    )
+    print(format_table(as_table(report)))
+    print(f"accuracy: {report.basis}; * = Pareto frontier; ref = reference plan")
+    verdict = "ok" if report.max_error <= MAX_ERROR else "NOT within"
+    print(
+        f"cost model: largest throughput prediction error {100 * report.max_error:.1f}%"
+        f" over {len(report.profiles)} plans ({verdict} {100 * MAX_ERROR:.0f}%);"
+        f" contention {report.cost.contention:.2f}, overhead {1000 * report.cost.overhead_s:.2f} ms"
+    )
+    path = plot(report, args.plot or f"{args.catalog}-plans.png")
+    print(f"plot: {path}")
+    return 0 if report.max_error <= MAX_ERROR else 3
+
+
+def _train(con: Connection, args: argparse.Namespace) -> int:
+    out = con.train(
+        args.catalog,
+        model=args.model,
+        rendition=args.rendition,
+        epochs=args.epochs,
+        where=args.where,
+        limit=args.limit,
+        say=_say,
+    )
+    for path, reason in out.skipped[:MAX_REASONS]:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(
+        f"trained {out.model} on {out.images} images in {out.seconds:.0f} s"
+        f" (distilled at {out.layer}; feature loss {out.losses[0]:.4f} -> {out.losses[-1]:.4f});"
+        f" run `smolql profile {args.catalog}` to measure it"
+    )
+    return 0
+
+
 def _shell(con: Connection, args: argparse.Namespace) -> int:
     from smolql.shell import run_shell
 
@@ -167,6 +252,8 @@ _HANDLERS: dict[tuple[str, str | None], Callable[[Connection, argparse.Namespace
     ("catalog", "refresh"): _refresh,
     ("catalog", "drop"): _drop,
     ("query", None): _query,
+    ("profile", None): _profile,
+    ("train", None): _train,
     ("shell", None): _shell,
     ("demo", None): _demo,
 }

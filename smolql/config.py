@@ -47,6 +47,31 @@ def _boolean(value: Any) -> bool:
     raise ValueError("must be on or off")
 
 
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``off`` (or none/null) clears a target; anything else must parse."""
+
+    def optional(value: Any) -> Any:
+        if value is None or str(value).strip().lower() in ("off", "none", "null", ""):
+            return None
+        return parse(value)
+
+    return optional
+
+
+def _fraction(value: Any) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError("must be between 0 and 1 (e.g. 0.85)")
+    return number
+
+
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be a positive number")
+    return number
+
+
 def _choice(*options: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).strip().lower()
@@ -92,6 +117,24 @@ SETTINGS: dict[str, Setting] = {
             "null",
             "An undecodable image gives NULL and a warning ('null') or fails the query ('fail').",
             _choice("null", "fail"),
+        ),
+        Setting(
+            "min_accuracy",
+            None,
+            "Accuracy target (0-1): run the fastest profiled plan at least this accurate.",
+            _optional(_fraction),
+        ),
+        Setting(
+            "max_accuracy_loss",
+            None,
+            "Largest accuracy loss (0-1) below the reference plan: the fastest plan within it.",
+            _optional(_fraction),
+        ),
+        Setting(
+            "min_throughput",
+            None,
+            "Throughput target (images/s): the most accurate profiled plan that reaches it.",
+            _optional(_positive_float),
         ),
         Setting(
             "workers",

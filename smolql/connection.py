@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import duckdb
@@ -15,6 +16,7 @@ from smolql.catalog.ingest import IngestSummary
 from smolql.catalog.spec import DEFAULT_RENDITIONS
 from smolql.config import Settings, default_db_path, worker_count
 from smolql.dbapi import Cursor
+from smolql.plan.profile import DEFAULT_SAMPLE
 from smolql.store import RenditionRoot, open_database
 from smolql.store import cursor as new_cursor
 
@@ -46,6 +48,9 @@ class Connection:
         self.duckdb = open_database(self.database)
         self.renditions = RenditionRoot(self.database)
         self.closed = False
+        from smolql.lowres.trained import register_stored
+
+        register_stored(self.duckdb)
 
     # -- PEP 249 -----------------------------------------------------------------------------
 
@@ -139,6 +144,93 @@ class Connection:
             rendition=rendition,
         )
         return classify.run(plan, refs, progress=progress)
+
+    @property
+    def models_folder(self) -> str:
+        """Where trained models' weights live: ``<db>.models/`` (in-memory: a temp folder)."""
+        if self.renditions.temporary:
+            return os.path.join(self.renditions.path, "_models")
+        return os.path.abspath(self.database) + ".models"
+
+    def profile(
+        self,
+        catalog: str,
+        *,
+        models: Sequence[str] | None = None,
+        sample: int = DEFAULT_SAMPLE,
+        precisions: Sequence[str] = ("fp32", "int8"),
+        smaller_inputs: bool = True,
+        labels: str | None = None,
+        seed: int = 42,
+        say: Callable[[str], None] = lambda _: None,
+    ):
+        """Measure accuracy and throughput of every plan on a random sample of ``catalog``,
+        fit and check the cost model, and store the profiles (see :mod:`smolql.plan.profile`).
+        ``models`` defaults to every registered model with weights at hand and the same labels
+        as the default model, including the models trained in this database."""
+        from smolql import classify
+        from smolql.lowres.trained import trained_renditions
+        from smolql.plan.profile import Options, profile_catalog
+
+        names = list(models) if models else self._profile_models()
+        trained = trained_renditions(self.duckdb)
+        names += [t for t in trained if t not in names and (t.split("@")[0] in names)]
+        defaults = {}
+        refs = classify.image_refs(self.duckdb, catalog, None, None)[:64]
+        for name in names:
+            plan = classify.make_plan(
+                self.duckdb,
+                self.settings,
+                refs,
+                model=name,
+                backend=None,
+                precision=None,
+                batch_size=None,
+                rendition=None,
+            )
+            defaults[name] = (plan.backend, plan.precision, plan.batch_size)
+        options = Options(tuple(names), sample, tuple(precisions), smaller_inputs, labels, seed)
+        return profile_catalog(
+            self.duckdb, catalog, options, defaults=defaults, trained_for=trained, say=say
+        )
+
+    def _profile_models(self) -> list[str]:
+        from smolql.models.registry import get_model, models
+
+        default = get_model(self.settings.model)
+        return [
+            name
+            for name, spec in models().items()
+            if spec.weights and not spec.base and spec.labels == default.labels
+        ]
+
+    def train(
+        self,
+        catalog: str,
+        *,
+        model: str,
+        rendition: str,
+        epochs: int = 8,
+        where: str | None = None,
+        limit: int | None = None,
+        say: Callable[[str], None] = lambda _: None,
+    ):
+        """Fine-tune ``model`` for ``rendition`` inputs by distilling from the model itself on
+        the catalog's originals (no labels); registers ``<model>@<rendition>``."""
+        from smolql.lowres.distill import TrainConfig
+        from smolql.lowres.train import train
+
+        return train(
+            self.duckdb,
+            self.models_folder,
+            catalog,
+            model,
+            rendition,
+            config=TrainConfig(epochs=epochs),
+            where=where,
+            limit=limit,
+            say=say,
+        )
 
     def stream(
         self, query: str, params: Sequence[Any] | dict | None = None, batch_size: int = 8192

@@ -14,14 +14,17 @@ from sqlglot import exp
 from sqlglot.tokens import Tokenizer, TokenType
 
 from smolql import cache
-from smolql.classify import make_plan, predictions
+from smolql.catalog.manage import names as catalog_names
+from smolql.classify import Plan, make_plan, predictions
 from smolql.config import SETTINGS, Settings
 from smolql.errors import DecodeError, QueryError
 from smolql.models.registry import get_model
 from smolql.ops.pipeline import ImageRef
 from smolql.ops.spec import Rect
 from smolql.parse import classify_statement, parse_one, split, uses_smolql
+from smolql.plan import choose as plan_choice
 from smolql.plan.logical import IMAGE, ROI, QueryPlan, Stage, plan_query
+from smolql.plan.space import ORIGINAL
 from smolql.sqlrun import query_arrow, sql_error
 
 VALUE = pa.struct(
@@ -39,6 +42,10 @@ DECODE_S, RESIZE_S = 0.0015, 0.00025
 
 class ImageWarning(UserWarning):
     """An image could not be decoded; its UDF result is NULL."""
+
+
+class PlanWarning(UserWarning):
+    """An accuracy or throughput target could not be used as asked (e.g. no profile yet)."""
 
 
 @dataclass
@@ -280,7 +287,6 @@ def _run_stage(
     call = stage.call
     rows = _driver_rows(con, stage, restrict, values).to_pylist()
     stats = StageStats(driver_rows=len(rows))
-    spec = get_model(call.model)
     keys: dict[tuple[str, str], dict] = {}
     for r in rows:
         img = r[IMAGE]
@@ -289,8 +295,13 @@ def _run_stage(
         roi = tuple(r[n] for n in ROI) if call.roi else None
         roi_key = ",".join(map(str, roi)) if roi else ""
         keys.setdefault((img["hash"], roi_key), {"img": img, "roi": roi})
-    refs = _refs(con, keys)
-    plan = _udf_plan(con, settings, refs, call.model)
+    choice = _choose(con, settings, stage)
+    if choice.note:
+        warnings.warn(choice.note, PlanWarning, stacklevel=2)
+    source = choice.plan.source if choice.plan else ORIGINAL
+    refs = _refs(con, keys, source)
+    plan = _udf_plan(con, settings, refs, call.model, choice)
+    spec = plan.spec
     plan_key = _plan_key(plan)
     weights = spec.weights_hash()
     key_table = pa.table({"hash": [h for h, _ in keys], "roi": [r for _, r in keys]})
@@ -320,8 +331,10 @@ def _run_stage(
     return stats
 
 
-def _udf_plan(con, settings: Settings, refs: list[ImageRef], model: str):
-    """Backend, precision, batch and threads for a model (measured once, see classify)."""
+def _udf_plan(
+    con, settings: Settings, refs: list[ImageRef], model: str, choice: plan_choice.Choice
+) -> Plan:
+    """The chosen profiled plan, or the model at full quality with the measured backend."""
     return make_plan(
         con,
         settings,
@@ -331,17 +344,43 @@ def _udf_plan(con, settings: Settings, refs: list[ImageRef], model: str):
         precision=None,
         batch_size=None,
         rendition=None,
+        physical=choice.plan,
     )
 
 
-def _plan_key(plan) -> str:
-    """The plan part of the cache key: what else could change a result for the same image."""
-    return f"{plan.backend}/{plan.precision}/original/partial-dct1"
+def _plan_key(plan: Plan) -> str:
+    """The plan part of the cache key: what else could change a result for the same image
+    (the weights are a key column of their own)."""
+    return plan.physical.key
 
 
-def _refs(con, keys: dict) -> list[ImageRef]:
+def _stage_catalog(con, stage: Stage) -> str | None:
+    """The catalog a stage's images come from (the first catalog its pre-filter reads)."""
+    known = set(catalog_names(con))
+    return next((t.name for t in stage.driver.find_all(exp.Table) if t.name in known), None)
+
+
+def _choose(con, settings: Settings, stage: Stage) -> plan_choice.Choice:
+    targets = plan_choice.Targets(
+        settings.min_accuracy, settings.max_accuracy_loss, settings.min_throughput
+    )
+    if not targets.any:
+        return plan_choice.Choice(None)
+    catalog = _stage_catalog(con, stage)
+    profiles = plan_choice.load(con, catalog) if catalog else plan_choice.Profiles()
+    return plan_choice.choose(
+        profiles,
+        targets,
+        catalog=catalog or "(none)",
+        model=stage.call.model,
+        explicit=stage.call.explicit,
+        originals_only=stage.call.roi is not None,
+    )
+
+
+def _refs(con, keys: dict, source: str = ORIGINAL) -> list[ImageRef]:
     pairs = {(v["img"]["catalog"], v["img"]["id"]) for v in keys.values()}
-    orientation = {}
+    orientation, renditions = {}, {}
     if pairs:
         con.register(
             "__smolql_ids",
@@ -359,6 +398,16 @@ def _refs(con, keys: dict) -> list[ImageRef]:
                 " JOIN __smolql_ids q USING (catalog, id)"
             ).fetchall()
         }
+        if source != ORIGINAL:
+            renditions = {
+                (c, i): p
+                for c, i, p in con.execute(
+                    "SELECT r.catalog, r.image_id, r.path FROM smolql.renditions r"
+                    " JOIN __smolql_ids q ON r.catalog = q.catalog AND r.image_id = q.id"
+                    " WHERE r.spec = ?",
+                    [source],
+                ).fetchall()
+            }
         con.unregister("__smolql_ids")
     refs = []
     for key, v in keys.items():
@@ -372,7 +421,11 @@ def _refs(con, keys: dict) -> list[ImageRef]:
             except QueryError:
                 continue  # an empty or negative region has no result: NULL
         o = orientation.get((img["catalog"], img["id"]))
-        refs.append(ImageRef(key, img["path"], o, rect))
+        small = renditions.get((img["catalog"], img["id"])) if source != ORIGINAL else None
+        if small is not None and rect is None:
+            refs.append(ImageRef(key, small, 1))  # renditions are stored upright
+        else:
+            refs.append(ImageRef(key, img["path"], o, rect))
     return refs
 
 
@@ -408,39 +461,38 @@ def explain(con, settings: Settings, tree: exp.Expression, values: dict | None =
     for stage in plan.stages:
         rows = _driver_rows(con, stage, None, values) if not _depends(stage, plan) else None
         n = rows.num_rows if rows is not None else None
-        spec = get_model(stage.call.model)
-        p = _udf_plan(con, settings, [], stage.call.model)
+        choice = _choose(con, settings, stage)
+        p = _udf_plan(con, settings, [], stage.call.model, choice)
         cached = 0
         if rows is not None and settings.cache:
             hashes = [r["hash"] for r in rows.column(IMAGE).to_pylist() if r]
             keys = pa.table({"hash": hashes, "roi": [""] * len(hashes)})
             cached = len(
                 cache.lookup(
-                    con,
-                    keys,
-                    spec.name,
-                    spec.weights_hash(),
-                    _plan_key(p),
-                    stage.call.k,
+                    con, keys, p.spec.name, p.spec.weights_hash(), _plan_key(p), stage.call.k
                 )
             )
         lines.append(f"Stage {stage.index}: {_describe(stage)}")
         lines.append(f"  pre-filter (DuckDB): {stage.driver.sql('duckdb')}")
         lines.append(f"  rows: {n if n is not None else 'depends on an earlier stage'}")
         lines.append(
-            f"  plan: backend={p.backend} precision={p.precision} batch={p.batch_size}"
-            f" input=original decode=1/1 ({p.decode_workers} decode +"
-            f" {p.infer_threads} inference threads)"
+            f"  plan: {p.physical.describe()}, batch={p.batch_size}"
+            f" ({p.decode_workers} decode + {p.infer_threads} inference threads)"
         )
+        lines += choice.lines()
         if n is not None:
             todo = max(n - cached, 0)
-            infer_s = todo * _cost(con)(stage.call.model)
             lines.append(f"  cache: {cached} of {n} images cached")
-            lines.append(
-                f"  est. cost: decode {todo * DECODE_S:.2f} s,"
-                f" resize/normalise {todo * RESIZE_S:.2f} s,"
-                f" inference {infer_s:.2f} s"
-            )
+            if choice.chosen is not None:
+                seconds = todo / choice.chosen.per_s
+                lines.append(f"  est. cost: {seconds:.2f} s for {todo} images (cost model)")
+            else:
+                infer_s = todo * _cost(con)(stage.call.model)
+                lines.append(
+                    f"  est. cost: decode {todo * DECODE_S:.2f} s,"
+                    f" resize/normalise {todo * RESIZE_S:.2f} s,"
+                    f" inference {infer_s:.2f} s"
+                )
     if plan.early_limit is not None:
         lines.append(
             f"LIMIT {plan.early_limit} without ORDER BY: inference stops once enough rows qualify"

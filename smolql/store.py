@@ -35,6 +35,18 @@ _DDL = (
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.udf_cache (
         hash VARCHAR, model VARCHAR, weights VARCHAR, plan VARCHAR, roi VARCHAR, k INTEGER,
         topk STRUCT(class_index INTEGER, label VARCHAR, score DOUBLE)[], created TIMESTAMP)""",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.plan_profiles (
+        catalog VARCHAR, machine VARCHAR, plan VARCHAR, model VARCHAR, weights VARCHAR,
+        source VARCHAR, scale INTEGER, input_size INTEGER, backend VARCHAR, precision VARCHAR,
+        batch_size INTEGER, images INTEGER, correct INTEGER, accuracy DOUBLE,
+        accuracy_basis VARCHAR, reference BOOLEAN, decode_ms DOUBLE, resize_ms DOUBLE,
+        infer_ms DOUBLE, bytes DOUBLE, decoded_pixels DOUBLE, measured_per_s DOUBLE,
+        predicted_per_s DOUBLE, profiled TIMESTAMP)""",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.cost_models (
+        catalog VARCHAR, machine VARCHAR, params VARCHAR, max_error DOUBLE, fitted TIMESTAMP)""",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.trained_models (
+        name VARCHAR, base VARCHAR, rendition VARCHAR, weights VARCHAR, catalog VARCHAR,
+        train_images INTEGER, epochs INTEGER, seconds DOUBLE, created TIMESTAMP)""",
 )
 
 

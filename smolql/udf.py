@@ -29,6 +29,7 @@ class UdfCall:
     k: int
     image: exp.Expression
     roi: tuple[exp.Expression, ...] | None
+    explicit: bool = False  # the model was named in the call
 
     @property
     def key(self) -> tuple:
@@ -96,4 +97,4 @@ def _check(node: exp.Anonymous, name: str, default_model: str) -> UdfCall:
         if len(crop_args) != 5:
             raise error(f"crop() takes 5 arguments: {SIGNATURES['crop']}", image)
         image, roi = crop_args[0], tuple(crop_args[1:])
-    return UdfCall(node, name, model, k, image, roi)
+    return UdfCall(node, name, model, k, image, roi, explicit=bool(rest))

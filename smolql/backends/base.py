@@ -19,6 +19,7 @@ class Capabilities:
     precisions: tuple[str, ...]
     max_batch: int = 256
     dynamic_batch: bool = True
+    calibrated: tuple[str, ...] = ()  # precisions that need calibration images first (int8)
 
 
 class Session(ABC):

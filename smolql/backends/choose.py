@@ -33,7 +33,14 @@ class Measurement:
 
 
 def candidates() -> list[tuple[str, str]]:
-    return [(name, p) for name, b in available().items() for p in b.capabilities().precisions]
+    """Every (backend, precision) usable without calibration: the default is chosen among
+    these; calibrated precisions (int8) are plans the profiler measures."""
+    return [
+        (name, p)
+        for name, b in available().items()
+        for p in b.capabilities().precisions
+        if p not in b.capabilities().calibrated
+    ]
 
 
 def measure(

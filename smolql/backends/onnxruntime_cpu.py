@@ -1,4 +1,5 @@
-"""ONNX Runtime on the CPU (fp32) over the cached ONNX export."""
+"""ONNX Runtime on the CPU: fp32 over the cached ONNX export, and int8 over its calibrated
+static quantisation (see :mod:`smolql.models.quantize`)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import numpy as np
 
 from smolql.backends.base import Backend, Capabilities, Session
 from smolql.models.export import INPUT_NAME, onnx_path
+from smolql.models.quantize import int8_model
 from smolql.models.spec import ModelSpec
 
 
 class OrtSession(Session):
-    def __init__(self, spec: ModelSpec, threads: int) -> None:
+    def __init__(self, spec: ModelSpec, precision: str, threads: int) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -18,10 +20,9 @@ class OrtSession(Session):
         options.inter_op_num_threads = 1
         # Decode threads share the cores: idle inference threads must sleep, not spin.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(
-            str(onnx_path(spec)), options, providers=["CPUExecutionProvider"]
-        )
-        self.backend, self.precision = "onnxruntime", "fp32"
+        path = int8_model(spec) if precision == "int8" else onnx_path(spec)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.backend, self.precision = "onnxruntime", precision
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {INPUT_NAME: np.ascontiguousarray(batch)})[0]
@@ -33,7 +34,7 @@ class OnnxRuntimeBackend(Backend):
     install = "onnxruntime"
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(devices=("cpu",), precisions=("fp32",))
+        return Capabilities(devices=("cpu",), precisions=("fp32", "int8"), calibrated=("int8",))
 
     def open(self, spec: ModelSpec, precision: str, threads: int, batch_size: int) -> Session:
-        return OrtSession(spec, threads)
+        return OrtSession(spec, precision, threads)

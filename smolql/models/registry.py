@@ -21,9 +21,9 @@ _MODELS: dict[str, ModelSpec] = {}
 _loaded = False
 
 
-def register_model(spec: ModelSpec) -> ModelSpec:
-    """Add a model; a second model under the same name is an error."""
-    if spec.name in _MODELS:
+def register_model(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
+    """Add a model; a second model under the same name is an error unless ``replace``."""
+    if spec.name in _MODELS and not replace:
         raise InferenceError(f"a model named {spec.name!r} is already registered")
     _MODELS[spec.name] = _weights_from_env(spec)
     return spec

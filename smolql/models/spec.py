@@ -30,6 +30,7 @@ class ModelSpec:
     weights: str | None = None
     family: str = ""
     description: str = ""
+    base: str = ""  # the model this one was fine-tuned from (low-resolution-aware training)
 
     @property
     def input_size(self) -> int:

@@ -1,0 +1,210 @@
+"""Label-free low-resolution-aware fine-tuning by feature distillation.
+
+The teacher is the model itself on the original; the student is a copy that sees the same
+crop degraded as a rendition degrades it. The student's early layers (everything up to the
+*distillation layer*: by default the last module at 1/16 of the input resolution) learn to
+produce the features the teacher computes from the original; the layers after it stay
+frozen and shared, so the classifier is untouched and what is learnt is how to see through
+the degradation, not the classes of the training images. No labels are needed, and a dense
+feature target carries far more signal per image than the output distribution, which
+matters with a few hundred training images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import ctypes
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from smolql.lowres.views import Box, Pair, batch_views
+from smolql.models.spec import ModelSpec
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 1e-3
+    layer: str | None = None  # the distillation layer; None: the last one at stride 16
+    seed: int = 0
+    threads: int = 0  # 0: torch's default (one per core)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    state_dict: dict
+    layer: str
+    epochs: int
+    images: int
+    seconds: float
+    losses: tuple[float, ...]
+
+
+class _Stop(Exception):
+    pass
+
+
+class Prefix:
+    """Run a module only up to ``layer`` and return that layer's output (the rest is skipped
+    by stopping the forward pass from a hook)."""
+
+    def __init__(self, module: torch.nn.Module, layer: str) -> None:
+        self.module = module
+        self.out: torch.Tensor | None = None
+        target = dict(module.named_modules())[layer]
+        self.handle = target.register_forward_hook(self._grab)
+
+    def _grab(self, _module, _inputs, output) -> None:
+        self.out = output
+        raise _Stop
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with contextlib.suppress(_Stop):
+            self.module(x)
+        out, self.out = self.out, None
+        return out
+
+    def close(self) -> None:
+        self.handle.remove()
+
+
+def distillation_layer(module: torch.nn.Module, size: int) -> str:
+    """The last module to finish whose output is at 1/16 of the input resolution."""
+    finished: list[tuple[str, tuple]] = []
+    hooks = [
+        m.register_forward_hook(
+            lambda _m, _i, o, n=name: (
+                finished.append((n, tuple(o.shape))) if isinstance(o, torch.Tensor) else None
+            )
+        )
+        for name, m in module.named_modules()
+        if name
+    ]
+    try:
+        with torch.no_grad():
+            module(torch.zeros(1, 3, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+    target = math.ceil(size / 16)
+    at16 = [n for n, shape in finished if len(shape) == 4 and shape[2] == target]
+    if not at16:
+        raise ValueError("the model has no layer at 1/16 resolution to distil at")
+    return at16[-1]
+
+
+def _trainable(module: torch.nn.Module, layer: str, size: int) -> list[torch.nn.Parameter]:
+    """Parameters of the modules that run before the distillation layer's output."""
+    ran: set[str] = set()
+    hooks = [
+        m.register_forward_pre_hook(lambda _m, _i, n=name: ran.add(n))
+        for name, m in module.named_modules()
+    ]
+    prefix = Prefix(module, layer)
+    try:
+        with torch.no_grad():
+            prefix(torch.zeros(1, 3, size, size))
+    finally:
+        prefix.close()
+        for h in hooks:
+            h.remove()
+    return [p for n, p in module.named_parameters() if n.rpartition(".")[0] in ran]
+
+
+@contextlib.contextmanager
+def steady_heap() -> Iterator[None]:
+    """Keep freed memory in the process while training: glibc otherwise returns large tensor
+    buffers to the kernel and page-faults them back on every step (measured: half the
+    training time on this machine). Restored afterwards."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        yield
+        return
+    libc.mallopt(M_MMAP_MAX, 0)
+    libc.mallopt(M_TRIM_THRESHOLD, 1 << 40)
+    try:
+        yield
+    finally:
+        libc.mallopt(M_MMAP_MAX, 65536)
+        libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+        libc.malloc_trim(0)
+
+
+def distil(
+    spec: ModelSpec,
+    pairs: list[Pair],
+    config: TrainConfig,
+    say: Callable[[str], None] = lambda _: None,
+) -> TrainResult:
+    """Fine-tune a copy of ``spec``'s model so that on degraded crops its features at the
+    distillation layer match the original model's on the original crops."""
+    if not pairs:
+        raise ValueError("no training images")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    size = spec.input_size
+    t = spec.transform
+    mean = torch.tensor(t.mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(t.std).view(1, 3, 1, 1) * 255
+    teacher = spec.load()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student = copy.deepcopy(teacher)
+    layer = config.layer or distillation_layer(teacher, size)
+    params = _trainable(student, layer, size)
+    for p in params:
+        p.requires_grad_(True)
+    student.eval()  # batch-norm statistics stay the teacher's: a few hundred images are too few
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
+    total = config.epochs * steps_per_epoch
+    opt = torch.optim.Adam(params, lr=config.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total))
+    )
+    t_prefix, s_prefix = Prefix(teacher, layer), Prefix(student, layer)
+    losses = []
+    start = time.perf_counter()
+    try:
+        with steady_heap():
+            for epoch in range(config.epochs):
+                order = rng.permutation(len(pairs))
+                running = 0.0
+                for s in range(0, len(pairs), config.batch_size):
+                    chosen = [pairs[i] for i in order[s : s + config.batch_size]]
+                    boxes = [
+                        Box.random(rng, p.original.shape[1] / p.original.shape[2]) for p in chosen
+                    ]
+                    x_teacher, x_student = batch_views(chosen, boxes, size, mean, std)
+                    with torch.no_grad():
+                        target = t_prefix(x_teacher)
+                    loss = F.mse_loss(s_prefix(x_student), target) / target.var()
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    running += float(loss.detach())
+                losses.append(running / steps_per_epoch)
+                say(
+                    f"epoch {epoch + 1}/{config.epochs}: feature loss {losses[-1]:.4f}"
+                    f" ({time.perf_counter() - start:.0f} s)"
+                )
+    finally:
+        t_prefix.close()
+        s_prefix.close()
+    state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    return TrainResult(
+        state, layer, config.epochs, len(pairs), time.perf_counter() - start, tuple(losses)
+    )

@@ -1,0 +1,152 @@
+"""The cost model: per-image stage costs from image features, and end-to-end throughput from
+stage costs with the stages sharing the cores.
+
+Stage costs (seconds on one core):
+
+* decode = a + b * compressed bytes + c * decoded pixels, per format. Entropy decoding reads
+  every byte whatever the DCT scale or crop, while colour conversion, upsampling and IDCT
+  output scale with the pixels produced, so both terms are needed.
+* resize/normalise = a + b * pixels read + c * output pixels (the fused kernel).
+
+Throughput on ``cores`` cores with ``workers`` decode threads and inference taking
+``infer_s`` of wall time per image on its threads:
+
+    steady = 1 / max(pre_s / workers, infer_s + contention * pre_s + overhead_s)
+
+Inference threads use every core, so each CPU-second of preprocessing delays them by between
+``1/cores`` (perfect sharing) and 1 (the parallel kernels wait for the preempted thread);
+``overhead_s`` is the executor's own per-image work on the inference thread (batch hand-off,
+softmax, result rows). Both are fitted to the profiled plans' end-to-end runs. A finite run
+also pays for filling the first batch before inference can start.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ImageCost:
+    """One image's measured preprocessing (one core) and the features that explain it."""
+
+    format: str
+    bytes: int
+    decoded_pixels: int
+    read_pixels: int  # what the resize reads (the decoded region after views)
+    output_pixels: int
+    decode_s: float
+    resize_s: float
+
+
+@dataclass
+class CostModel:
+    decode: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    resize: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    contention: float = 1.0
+    overhead_s: float = 0.0
+    cores: int = 1
+
+    def decode_s(self, fmt: str, nbytes: float, pixels: float) -> float:
+        a, b, c = self.decode.get(fmt) or max(self.decode.values(), key=lambda v: v[2])
+        return a + b * nbytes + c * pixels
+
+    def resize_s(self, read_pixels: float, output_pixels: float) -> float:
+        a, b, c = self.resize
+        return a + b * read_pixels + c * output_pixels
+
+    def preprocess_s(self, images: list[ImageCost]) -> float:
+        """Predicted mean decode + resize seconds per image (one core)."""
+        if not images:
+            return 0.0
+        total = sum(
+            self.decode_s(i.format, i.bytes, i.decoded_pixels)
+            + self.resize_s(i.read_pixels, i.output_pixels)
+            for i in images
+        )
+        return total / len(images)
+
+    def throughput(self, pre_s: float, infer_s: float, workers: int) -> float:
+        """Steady-state images per second."""
+        serial = infer_s + self.contention * pre_s + self.overhead_s
+        return 1.0 / max(pre_s / workers, serial)
+
+    def run_seconds(self, n: int, pre_s: float, infer_s: float, workers: int, batch: int) -> float:
+        """Predicted wall time for ``n`` images: fill the first batch, then steady state."""
+        fill = min(batch, n) * pre_s / workers
+        return fill + n / self.throughput(pre_s, infer_s, workers)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> CostModel:
+        raw = json.loads(text)
+        raw["decode"] = {k: tuple(v) for k, v in raw["decode"].items()}
+        raw["resize"] = tuple(raw["resize"])
+        return cls(**raw)
+
+
+def _nonneg_lstsq(x: np.ndarray, y: np.ndarray) -> tuple[float, ...]:
+    """Least squares with the coefficients kept >= 0 (a column that would go negative is
+    dropped and the rest refitted): a cost never shrinks as work grows."""
+    active = list(range(x.shape[1]))
+    coef = np.zeros(x.shape[1])
+    while active:
+        sol, *_ = np.linalg.lstsq(x[:, active], y, rcond=None)
+        if (sol >= 0).all():
+            coef[active] = sol
+            break
+        active.pop(int(np.argmin(sol)))
+    return tuple(float(c) for c in coef)
+
+
+def fit_stage_costs(images: list[ImageCost], cores: int) -> CostModel:
+    """Fit decode (per format) and resize coefficients to per-image measurements."""
+    model = CostModel(cores=cores)
+    for fmt in sorted({i.format for i in images}):
+        rows = [i for i in images if i.format == fmt]
+        x = np.array([[1.0, i.bytes, i.decoded_pixels] for i in rows])
+        model.decode[fmt] = _nonneg_lstsq(x, np.array([i.decode_s for i in rows]))
+    x = np.array([[1.0, i.read_pixels, i.output_pixels] for i in images])
+    model.resize = _nonneg_lstsq(x, np.array([i.resize_s for i in images]))
+    return model
+
+
+@dataclass(frozen=True)
+class RunObservation:
+    """One profiled plan's end-to-end run: its stage costs and the measured wall time."""
+
+    pre_s: float
+    infer_s: float
+    workers: int
+    batch: int
+    images: int
+    seconds: float
+
+
+def fit_contention(model: CostModel, runs: list[RunObservation]) -> CostModel:
+    """Choose the contention factor (between 1/cores and 1) that minimises the squared log
+    error of the predicted run times."""
+    lo = 1.0 / max(model.cores, 1)
+    best, best_err = 1.0, math.inf
+    for k in np.linspace(lo, 1.0, 91):
+        model.contention = float(k)
+        err = sum(
+            math.log(
+                model.run_seconds(r.images, r.pre_s, r.infer_s, r.workers, r.batch) / r.seconds
+            )
+            ** 2
+            for r in runs
+        )
+        if err < best_err:
+            best, best_err = float(k), err
+    model.contention = best
+    return model
+
+
+def _predicted(model: CostModel, r: RunObservation) -> float:
+    return model.run_seconds(r.images, r.pre_s, r.infer_s, r.workers, r.batch)

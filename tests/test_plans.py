@@ -1,0 +1,284 @@
+"""Plan profiles, the cost model and target-driven plan choice, on real images and models.
+
+One module-scoped catalog (48 sample JPEGs with two renditions and their ImageNet labels) is
+profiled once with EfficientNet-Lite0: originals at DCT 1/1 and 1/2, both renditions, the
+native and a smaller input size, fp32 and calibrated int8.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import warnings
+
+import pyarrow as pa
+import pytest
+from conftest import MANIFEST, sample_files
+
+import smolql
+from smolql.classify import make_plan, run
+from smolql.errors import QueryError
+from smolql.execute import PlanWarning
+from smolql.models.registry import get_model
+from smolql.plan.chart import as_table, pareto
+from smolql.plan.cost import CostModel
+from smolql.plan.space import ORIGINAL, PhysicalPlan, enumerate_plans
+
+MODEL = "efficientnet_lite0"
+RENDITIONS = ["161:jpeg:75", "161:png"]
+SAMPLE = 40
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plans")
+    folder = root / "images"
+    folder.mkdir()
+    for f in sample_files()[::10][:48]:
+        shutil.copy2(f, folder / f.name)
+    con = smolql.connect(str(root / "plans.duckdb"))
+    con.create_catalog("pics", str(folder), renditions=RENDITIONS, labels=str(MANIFEST))
+    report = con.profile("pics", models=[MODEL], sample=SAMPLE)
+    yield con, report
+    con.close()
+
+
+def profile_rows(con) -> list[dict]:
+    return con.sql(
+        "SELECT plan, accuracy, predicted_per_s, correct, images, reference, accuracy_basis"
+        " FROM smolql.plan_profiles WHERE catalog = 'pics'"
+    ).to_pylist()
+
+
+def test_every_plan_is_profiled_and_stored(profiled):
+    con, report = profiled
+    spec = get_model(MODEL)
+    expected = enumerate_plans(
+        [spec],
+        [ORIGINAL, *RENDITIONS],
+        {MODEL: [(report.profiles[0].plan.backend, "fp32"), ("onnxruntime", "int8")]},
+        source_short_side=375,
+    )
+    rows = profile_rows(con)
+    assert {r["plan"] for r in rows} == {p.key for p in expected}
+    assert len(rows) == len(expected) == 16  # 4 inputs (DCT 1/2 too) x 2 sizes x 2 precisions
+    assert all(r["accuracy_basis"] == "class_index labels" for r in rows)
+    assert all(r["images"] == SAMPLE and 0 <= r["correct"] <= SAMPLE for r in rows)
+    (ref,) = [r for r in rows if r["reference"]]
+    assert PhysicalPlan.from_key(ref["plan"]).is_reference_input()
+    for p in report.profiles:
+        assert p.decode_ms > 0 and p.resize_ms > 0 and p.infer_ms > 0 and p.measured_per_s > 0
+
+
+def test_profiled_accuracy_equals_an_independent_classification(profiled):
+    """The profile's counts are what con.classify gets on the same images and input."""
+    con, report = profiled
+    ids = [
+        r["id"]
+        for r in con.sql(f"SELECT id FROM pics ORDER BY hash(id + 42) LIMIT {SAMPLE}").to_pylist()
+    ]
+    labels = {
+        r["id"]: r["class_index"] for r in con.sql("SELECT id, class_index FROM pics").to_pylist()
+    }
+    where = f"id IN ({', '.join(map(str, ids))})"
+    for source in (ORIGINAL, "161:jpeg:75"):
+        (prof,) = [
+            p
+            for p in report.profiles
+            if p.plan.source == source
+            and p.plan.scale == 1
+            and not p.plan.input_size
+            and p.plan.precision == "fp32"
+        ]
+        table = con.classify(
+            "pics", model=MODEL, rendition=None if source == ORIGINAL else source, where=where
+        )
+        correct = sum(r["class_index"] == labels[r["id"]] for r in table.to_pylist())
+        assert prof.correct == correct
+
+
+def test_cost_model_is_fitted_stored_and_checked(profiled):
+    con, report = profiled
+    cost = report.cost
+    assert cost.decode["jpeg"][1] > 0 or cost.decode["jpeg"][2] > 0
+    assert "png" in cost.decode
+    assert 1 / cost.cores <= cost.contention <= 1
+    (row,) = con.sql("SELECT params, max_error FROM smolql.cost_models").to_pylist()
+    assert CostModel.from_json(row["params"]) == cost
+    assert row["max_error"] == pytest.approx(report.max_error)
+    errors = [abs(p.error) for p in report.profiles]
+    assert max(errors) == pytest.approx(report.max_error)
+    table = as_table(report)
+    assert table.num_rows == len(report.profiles) and "*" in table.column("pareto").to_pylist()
+
+
+def test_cost_model_formulas():
+    model = CostModel(contention=0.5, overhead_s=0.001, cores=2)
+    # inference-bound: 1 / (0.008 + 0.5 * 0.002 + 0.001)
+    assert model.throughput(0.002, 0.008, 1) == pytest.approx(100.0)
+    # preprocessing-bound with one decoder: 1 / 0.02
+    assert model.throughput(0.02, 0.001, 1) == pytest.approx(50.0)
+    assert model.run_seconds(100, 0.002, 0.008, 1, 32) == pytest.approx(32 * 0.002 + 1.0)
+
+
+def test_pareto_frontier():
+    assert pareto([(1, 0.5), (2, 0.4), (0.5, 0.9), (1, 0.4)]) == [True, True, True, False]
+
+
+def explain(con, sql: str) -> str:
+    return "\n".join(con.sql("EXPLAIN " + sql).column("plan").to_pylist())
+
+
+def test_min_accuracy_picks_the_fastest_plan_meeting_it(profiled):
+    con, _ = profiled
+    rows = profile_rows(con)
+    target = sorted(r["accuracy"] for r in rows)[len(rows) // 2]
+    ok = [r for r in rows if r["accuracy"] >= target]
+    best = max(ok, key=lambda r: (r["predicted_per_s"], r["accuracy"]))
+    con.sql(f"SET smolql.min_accuracy = {target}")
+    try:
+        text = explain(con, "SELECT id, classify(image).label FROM pics")
+        assert f"chosen: {PhysicalPlan.from_key(best['plan']).describe()}" in text
+        assert text.count("runner-up:") == min(3, len(ok) - 1)
+        assert f"min_accuracy {target}" in text
+        result = con.sql("SELECT id, classify(image) AS c FROM pics ORDER BY id").to_pylist()
+    finally:
+        con.sql("RESET smolql.min_accuracy")
+    chosen = PhysicalPlan.from_key(best["plan"])
+    plan = make_plan(
+        con.duckdb,
+        con.settings,
+        [],
+        model=None,
+        backend=None,
+        precision=None,
+        batch_size=None,
+        rendition=None,
+        physical=chosen,
+    )
+    from smolql.classify import image_refs
+
+    refs = image_refs(con.duckdb, "pics", plan.rendition, None)
+    expected = {r["id"]: r["class_index"] for r in run(plan, refs).to_pylist()}
+    assert {r["id"]: r["c"]["class_index"] for r in result} == expected
+    cached = con.sql("SELECT DISTINCT plan FROM smolql.udf_cache").column("plan").to_pylist()
+    assert chosen.key in cached
+
+
+def test_min_throughput_picks_the_most_accurate_plan_reaching_it(profiled):
+    con, _ = profiled
+    rows = profile_rows(con)
+    target = sorted(r["predicted_per_s"] for r in rows)[len(rows) // 2]
+    ok = [r for r in rows if r["predicted_per_s"] >= target]
+    best = max(ok, key=lambda r: (r["accuracy"], r["predicted_per_s"]))
+    con.sql(f"SET smolql.min_throughput = {target}")
+    try:
+        text = explain(con, "SELECT classify(image).label FROM pics")
+    finally:
+        con.sql("RESET smolql.min_throughput")
+    assert f"chosen: {PhysicalPlan.from_key(best['plan']).describe()}" in text
+
+
+def test_max_accuracy_loss_is_relative_to_the_reference(profiled):
+    con, _ = profiled
+    rows = profile_rows(con)
+    (ref,) = [r for r in rows if r["reference"]]
+    con.sql("SET smolql.max_accuracy_loss = 0")
+    try:
+        text = explain(con, "SELECT classify(image).label FROM pics")
+    finally:
+        con.sql("RESET smolql.max_accuracy_loss")
+    ok = [r for r in rows if r["accuracy"] >= ref["accuracy"]]
+    best = max(ok, key=lambda r: (r["predicted_per_s"], r["accuracy"]))
+    assert f"chosen: {PhysicalPlan.from_key(best['plan']).describe()}" in text
+
+
+def test_unreachable_target_names_the_best_plans(profiled):
+    con, _ = profiled
+    con.sql("SET smolql.min_throughput = 1000000")
+    try:
+        with pytest.raises(QueryError, match=r"meets min_throughput.*most accurate is.*fastest is"):
+            con.sql("SELECT classify(image).label FROM pics")
+    finally:
+        con.sql("RESET smolql.min_throughput")
+
+
+def test_crop_calls_only_use_plans_on_originals(profiled):
+    con, _ = profiled
+    con.sql("SET smolql.min_throughput = 1")
+    try:
+        text = explain(con, "SELECT classify(crop(image, 0, 0, 100, 100)).label FROM pics")
+    finally:
+        con.sql("RESET smolql.min_throughput")
+    chosen = next(line for line in text.splitlines() if "chosen:" in line)
+    assert "on original" in chosen
+
+
+def test_without_a_profile_the_full_quality_plan_runs_and_says_so(profiled, small_dir):
+    con, _ = profiled
+    con.create_catalog("fresh", str(small_dir), renditions=[])
+    con.sql("SET smolql.min_accuracy = 0.5")
+    try:
+        assert "no plan profiles for catalog 'fresh'" in explain(
+            con, "SELECT classify(image).label FROM fresh"
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = con.sql("SELECT classify(image).label AS label FROM fresh")
+        assert table.num_rows == 12 and None not in table.column("label").to_pylist()
+        assert any(issubclass(w.category, PlanWarning) for w in caught)
+    finally:
+        con.sql("RESET smolql.min_accuracy")
+
+
+def test_targets_are_validated(profiled):
+    con, _ = profiled
+    with pytest.raises(smolql.ProgrammingError, match="between 0 and 1"):
+        con.sql("SET smolql.min_accuracy = 85")
+    con.sql("SET smolql.min_accuracy = 0.85")
+    con.sql("SET smolql.min_accuracy = off")
+    assert con.settings.min_accuracy is None
+
+
+def test_profile_command_prints_table_check_and_plot(tmp_path, small_dir):
+    db = tmp_path / "cli.duckdb"
+    with smolql.connect(str(db)) as con:
+        con.create_catalog("few", str(small_dir), renditions=["161:jpeg:75"])
+    plot = tmp_path / "plans.png"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smolql",
+            "--db",
+            str(db),
+            "profile",
+            "few",
+            "--model",
+            MODEL,
+            "--sample",
+            "12",
+            "--precision",
+            "fp32",
+            "--no-smaller-inputs",
+            "--plot",
+            str(plot),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode in (0, 3), proc.stderr  # 3: the cost model missed its 15%
+    assert "agreement with efficientnet_lite0 on original" in proc.stdout  # no labels
+    assert "cost model: largest throughput prediction error" in proc.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with smolql.connect(str(db)) as con:
+        rows = con.sql("SELECT plan, accuracy, reference FROM smolql.plan_profiles").to_pylist()
+    assert len(rows) == 3  # the original at DCT 1/1 and 1/2, the rendition
+    (ref,) = [r for r in rows if r["reference"]]
+    assert ref["accuracy"] == 1.0  # agreement of the reference with itself
+
+
+def test_profile_table_is_arrow(profiled):
+    _, report = profiled
+    assert isinstance(as_table(report), pa.Table)
