@@ -33,7 +33,8 @@ def test_backend_conformance(name, precision, lite0_inputs):
     reason = backend.unavailable_reason()
     if reason:
         pytest.skip(f"{name}: {reason}")
-    if precision not in backend.capabilities().precisions:
+    caps = backend.capabilities()
+    if precision not in caps.precisions or precision in caps.calibrated:
         pytest.skip(f"{name} does not offer {precision} on this machine")
     spec, batch, reference = lite0_inputs
     session = backend.open(spec, precision, threads=2, batch_size=16)
@@ -59,3 +60,18 @@ def test_unavailable_backend_names_its_reason():
             get_backend(backend.name)
     with pytest.raises(InferenceError, match="did you mean 'openvino'"):
         get_backend("openvno")
+
+
+def test_int8_needs_calibration_then_stays_close_to_fp32(lite0_inputs, tmp_path, monkeypatch):
+    from smolql.models.quantize import quantize
+
+    monkeypatch.setenv("SMOLQL_CACHE", str(tmp_path))
+    spec, batch, reference = lite0_inputs
+    with pytest.raises(InferenceError, match="int8 needs calibration"):
+        BACKENDS["onnxruntime"].open(spec, "int8", threads=2, batch_size=16)
+    quantize(spec, batch[:32])
+    session = BACKENDS["onnxruntime"].open(spec, "int8", threads=2, batch_size=16)
+    logits = np.concatenate([session.run(batch[i : i + 16]) for i in range(0, len(batch), 16)])
+    agreement = (logits.argmax(1) == reference.argmax(1)).mean()
+    assert agreement >= 0.85, f"int8 top-1 agreement {agreement:.3f}"
+    assert not np.array_equal(logits, reference)  # it really is another model

@@ -79,7 +79,9 @@ class Prefix:
 
 
 def distillation_layer(module: torch.nn.Module, size: int) -> str:
-    """The last module to finish whose output is at 1/16 of the input resolution."""
+    """The last block to finish whose output is at 1/16 of the input resolution. A block is a
+    top-level child or an element of a container (``_blocks.10``, ``layer3.5``,
+    ``features.12``), never a layer inside one (whose output may precede a stride)."""
     finished: list[tuple[str, tuple]] = []
     hooks = [
         m.register_forward_hook(
@@ -88,7 +90,7 @@ def distillation_layer(module: torch.nn.Module, size: int) -> str:
             )
         )
         for name, m in module.named_modules()
-        if name
+        if name and ("." not in name or name.rpartition(".")[2].isdigit())
     ]
     try:
         with torch.no_grad():
