@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--no-smaller-inputs", action="store_true", help="native input size only")
     prof.add_argument("--labels", metavar="COLUMN", help="label column (default class_index)")
     prof.add_argument(
+        "--repeats", type=int, default=3, help="end-to-end runs per plan (median kept)"
+    )
+    prof.add_argument(
         "--plot", metavar="PNG", help="accuracy-vs-throughput plot (default CATALOG-plans.png)"
     )
 
@@ -85,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("catalog")
     tr.add_argument("--model", required=True)
     tr.add_argument("--rendition", required=True, metavar="SPEC", help="e.g. 161:jpeg:75")
-    tr.add_argument("--epochs", type=int, default=8)
+    tr.add_argument("--epochs", type=int, default=10)
     tr.add_argument("--where", metavar="SQL", help="train on the images matching this filter")
     tr.add_argument("--limit", type=int, help="at most this many images (in id order)")
 
@@ -198,6 +201,7 @@ def _profile(con: Connection, args: argparse.Namespace) -> int:
         precisions=tuple(args.precision or ("fp32", "int8")),
         smaller_inputs=not args.no_smaller_inputs,
         labels=args.labels,
+        repeats=args.repeats,
         say=_say,
     )
     print(format_table(as_table(report)))

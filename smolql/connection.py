@@ -162,6 +162,7 @@ class Connection:
         smaller_inputs: bool = True,
         labels: str | None = None,
         seed: int = 42,
+        repeats: int = 3,
         say: Callable[[str], None] = lambda _: None,
     ):
         """Measure accuracy and throughput of every plan on a random sample of ``catalog``,
@@ -189,7 +190,9 @@ class Connection:
                 rendition=None,
             )
             defaults[name] = (plan.backend, plan.precision, plan.batch_size)
-        options = Options(tuple(names), sample, tuple(precisions), smaller_inputs, labels, seed)
+        options = Options(
+            tuple(names), sample, tuple(precisions), smaller_inputs, labels, seed, repeats
+        )
         return profile_catalog(
             self.duckdb, catalog, options, defaults=defaults, trained_for=trained, say=say
         )
@@ -210,7 +213,7 @@ class Connection:
         *,
         model: str,
         rendition: str,
-        epochs: int = 8,
+        epochs: int = 10,
         where: str | None = None,
         limit: int | None = None,
         say: Callable[[str], None] = lambda _: None,

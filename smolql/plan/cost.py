@@ -13,8 +13,9 @@ Throughput on ``cores`` cores with ``workers`` decode threads and inference taki
 
     steady = 1 / max(pre_s / workers, infer_s + contention * pre_s + overhead_s)
 
-Inference threads use every core, so each CPU-second of preprocessing delays them by between
-``1/cores`` (perfect sharing) and 1 (the parallel kernels wait for the preempted thread);
+Inference threads use every core, so each CPU-second of preprocessing delays them by
+``contention`` seconds: ``1/cores`` with perfect sharing, 1 when the parallel kernels wait for
+the preempted thread, more when the stages also slow each other down;
 ``overhead_s`` is the executor's own per-image work on the inference thread (batch hand-off,
 softmax, result rows). Both are fitted to the profiled plans' end-to-end runs. A finite run
 also pays for filling the first batch before inference can start.
@@ -129,22 +130,19 @@ class RunObservation:
 
 
 def fit_contention(model: CostModel, runs: list[RunObservation]) -> CostModel:
-    """Choose the contention factor (between 1/cores and 1) that minimises the squared log
-    error of the predicted run times."""
+    """Choose the contention factor (1/cores..2) and the per-image overhead (0..3 ms) that
+    minimise the squared log error of the predicted run times (a grid: two parameters).
+    Contention above 1 means preprocessing costs more beside inference than alone (shared
+    caches and memory bandwidth, and the interpreter lock for its Python steps)."""
     lo = 1.0 / max(model.cores, 1)
-    best, best_err = 1.0, math.inf
-    for k in np.linspace(lo, 1.0, 91):
-        model.contention = float(k)
-        err = sum(
-            math.log(
-                model.run_seconds(r.images, r.pre_s, r.infer_s, r.workers, r.batch) / r.seconds
-            )
-            ** 2
-            for r in runs
-        )
-        if err < best_err:
-            best, best_err = float(k), err
-    model.contention = best
+    best, best_err = (1.0, 0.0), math.inf
+    for k in np.linspace(lo, 2.0, 61):
+        for o in np.linspace(0.0, 0.003, 31):
+            model.contention, model.overhead_s = float(k), float(o)
+            err = sum(math.log(_predicted(model, r) / r.seconds) ** 2 for r in runs)
+            if err < best_err:
+                best, best_err = (float(k), float(o)), err
+    model.contention, model.overhead_s = best
     return model
 
 

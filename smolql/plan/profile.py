@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import duckdb
-import numpy as np
 
 from smolql.backends.cpu import machine_id
-from smolql.backends.registry import get_backend
+from smolql.backends.registry import available
 from smolql.catalog.manage import get_definition
-from smolql.errors import CatalogError, InferenceError
-from smolql.models.quantize import quantize
+from smolql.errors import CatalogError
 from smolql.models.registry import get_model
 from smolql.models.spec import ModelSpec
-from smolql.ops.infer import classify_stream, split_threads
-from smolql.ops.loader import stream_batches
-from smolql.ops.pipeline import ImageRef, Preprocessor
+from smolql.ops.infer import split_threads
 from smolql.plan.cost import (
     CostModel,
     ImageCost,
@@ -36,11 +31,18 @@ from smolql.plan.cost import (
     fit_contention,
     fit_stage_costs,
 )
-from smolql.plan.space import ORIGINAL, PhysicalPlan, enumerate_plans, sized
+from smolql.plan.measure import (
+    SampleImage,
+    cost_key,
+    infer_key,
+    inference_costs,
+    run_plan,
+    stage_costs,
+)
+from smolql.plan.space import ORIGINAL, PhysicalPlan, enumerate_plans
 from smolql.store import SCHEMA
 
 DEFAULT_SAMPLE = 200
-CALIBRATION_IMAGES = 64
 MAX_ERROR = 0.15  # the cost model must predict measured throughput within this
 
 
@@ -52,6 +54,7 @@ class Options:
     smaller_inputs: bool = True
     labels: str | None = None  # a label column; None: ``class_index`` if the catalog has one
     seed: int = 42
+    repeats: int = 3  # end-to-end runs per plan; the median is kept (the machine is noisy)
 
 
 @dataclass
@@ -90,15 +93,6 @@ class Report:
         return max((abs(p.error) for p in self.profiles), default=0.0)
 
 
-@dataclass(frozen=True)
-class _Image:
-    id: int
-    path: str
-    orientation: int
-    label: int | None
-    renditions: dict[str, str]
-
-
 def profile_catalog(
     con: duckdb.DuckDBPyConnection,
     catalog: str,
@@ -112,73 +106,48 @@ def profile_catalog(
 
     ``defaults`` maps each model to its measured default (backend, precision, batch size);
     its plans use that engine, plus ONNX Runtime int8 when ``int8`` is among the precisions."""
-    definition = get_definition(con, catalog)
     label_col = _label_column(con, catalog, options.labels)
     images = _sample(con, catalog, label_col, options.sample, options.seed)
     if not images:
         raise CatalogError(f"catalog {catalog!r} has no images to profile")
-    specs = [get_model(m) for m in options.models]
-    sources = [ORIGINAL, *definition.renditions]
-    engines = {}
-    for spec in specs:
-        backend, precision, _ = defaults[spec.name]
-        engines[spec.name] = [(backend, precision)] if precision in options.precisions else []
-        if "int8" in options.precisions:
-            engines[spec.name].append(("onnxruntime", "int8"))
+    plans = _plan_space(con, catalog, options, defaults, trained_for, say)
     batch = {name: d[2] for name, d in defaults.items()}
-    short = statistics.median(_short_sides(con, catalog))
-    plans = enumerate_plans(
-        specs,
-        sources,
-        engines,
-        source_short_side=short,
-        input_sizes=options.smaller_inputs,
-        trained_for=trained_for,
-    )
     cores = os.cpu_count() or 1
     workers, threads = split_threads(cores, decode_cost=1.5, infer_cost=10.0)
     say(f"profiling {len(plans)} plans on {len(images)} sampled images of {catalog!r}")
 
-    costs = _stage_costs(plans, images, say)
+    costs = stage_costs(plans, images)
     model = fit_stage_costs([c for cs in costs.values() for c in cs], cores)
-    infer = _inference_costs(plans, images, batch, threads, say)
+    infer = inference_costs(plans, images, batch, threads)
 
-    basis = f"{label_col} labels" if label_col else ""
-    reference_preds: dict[int, int] | None = None
-    if not label_col:
-        ref = _reference_plan(plans, specs)
+    if label_col:
+        basis, truth = f"{label_col} labels", {i.id: i.label for i in images}
+    else:
+        ref = _reference_plan(plans, [get_model(m) for m in options.models])
         basis = f"agreement with {ref.describe()}"
-        reference_preds = _run(ref, images, batch[ref.model], workers, threads)[0]
+        truth = run_plan(ref, images, batch[ref.model], workers, threads)[0]
     report = Report(catalog, basis, len(images), cost=model)
+    # Rounds over all plans rather than repeats of one: a slow spell of a shared machine then
+    # hits different plans in different rounds, and the median drops it.
+    preds: dict[PhysicalPlan, dict[int, int]] = {}
+    times: dict[PhysicalPlan, list[float]] = {plan: [] for plan in plans}
+    for round_ in range(options.repeats):
+        say(f"round {round_ + 1}/{options.repeats}")
+        for plan in plans:
+            if not round_:
+                say(f"  {plan.describe()}")
+            got, seconds = run_plan(plan, images, batch[plan.model], workers, threads)
+            preds.setdefault(plan, got)
+            times[plan].append(seconds)
     observations = []
     for plan in plans:
-        say(f"  {plan.describe()}")
-        batch_size = batch[plan.model]
-        preds, seconds = _run(plan, images, batch_size, workers, threads)
-        truth = {i.id: i.label for i in images} if label_col else reference_preds
-        scored = [k for k in preds if truth.get(k) is not None]
-        correct = sum(preds[k] == truth[k] for k in scored)
-        key = _cost_key(plan)
-        measured = costs[key]
+        seconds = statistics.median(times[plan])
+        measured, infer_s = costs[cost_key(plan)], infer[infer_key(plan)]
         pre_s = model.preprocess_s(measured)
-        observations.append(
-            RunObservation(pre_s, infer[_infer_key(plan)], workers, batch_size, len(preds), seconds)
-        )
+        n = len(preds[plan])
+        observations.append(RunObservation(pre_s, infer_s, workers, batch[plan.model], n, seconds))
         report.profiles.append(
-            PlanProfile(
-                plan,
-                get_model(plan.model).weights_hash(),
-                batch_size,
-                len(scored),
-                int(correct),
-                correct / len(scored) if scored else 0.0,
-                1000 * statistics.fmean(c.decode_s for c in measured),
-                1000 * statistics.fmean(c.resize_s for c in measured),
-                1000 * infer[_infer_key(plan)],
-                statistics.fmean(c.bytes for c in measured),
-                statistics.fmean(c.decoded_pixels for c in measured),
-                len(preds) / seconds,
-            )
+            _profile(plan, preds[plan], truth, seconds, measured, infer_s, batch)
         )
     fit_contention(model, observations)
     for prof, obs in zip(report.profiles, observations, strict=True):
@@ -188,6 +157,82 @@ def profile_catalog(
     _mark_reference(report)
     store(con, report)
     return report
+
+
+def _plan_space(
+    con: duckdb.DuckDBPyConnection,
+    catalog: str,
+    options: Options,
+    defaults: dict[str, tuple[str, str, int]],
+    trained_for: dict[str, str] | None,
+    say: Callable[[str], None],
+) -> list[PhysicalPlan]:
+    """The plans to profile: every model's inputs, scales, sizes and engines."""
+    specs = [get_model(m) for m in options.models]
+    engines = {
+        spec.name: _engines(defaults[spec.name][:2], options.precisions, say) for spec in specs
+    }
+    return enumerate_plans(
+        specs,
+        [ORIGINAL, *get_definition(con, catalog).renditions],
+        engines,
+        source_short_side=statistics.median(_short_sides(con, catalog)),
+        input_sizes=options.smaller_inputs,
+        trained_for=trained_for,
+    )
+
+
+def _profile(
+    plan: PhysicalPlan,
+    preds: dict[int, int],
+    truth: dict,
+    seconds: float,
+    measured: list[ImageCost],
+    infer_s: float,
+    batch: dict[str, int],
+) -> PlanProfile:
+    scored = [k for k in preds if truth.get(k) is not None]
+    correct = sum(preds[k] == truth[k] for k in scored)
+    return PlanProfile(
+        plan,
+        get_model(plan.model).weights_hash(),
+        batch[plan.model],
+        len(scored),
+        int(correct),
+        correct / len(scored) if scored else 0.0,
+        1000 * statistics.fmean(c.decode_s for c in measured),
+        1000 * statistics.fmean(c.resize_s for c in measured),
+        1000 * infer_s,
+        statistics.fmean(c.bytes for c in measured),
+        statistics.fmean(c.decoded_pixels for c in measured),
+        len(preds) / seconds,
+    )
+
+
+def _engines(
+    default: tuple[str, str], precisions: tuple[str, ...], say: Callable[[str], None]
+) -> list[tuple[str, str]]:
+    """One (backend, precision) per requested precision: the model's measured default backend
+    where it offers the precision, else the first available backend that does (int8: ONNX
+    Runtime's calibrated quantisation)."""
+    out = []
+    for precision in precisions:
+        if precision == default[1]:
+            out.append(default)
+            continue
+        offer = [
+            name
+            for name, b in available().items()
+            if precision in b.capabilities().precisions
+            and (precision == "int8") == (precision in b.capabilities().calibrated)
+        ]
+        if default[0] in offer:
+            out.append((default[0], precision))
+        elif offer:
+            out.append((offer[0], precision))
+        else:
+            say(f"no backend offers {precision} on this machine: skipped")
+    return out
 
 
 def _label_column(con, catalog: str, wanted: str | None) -> str | None:
@@ -201,7 +246,7 @@ def _label_column(con, catalog: str, wanted: str | None) -> str | None:
     return None
 
 
-def _sample(con, catalog: str, label_col: str | None, n: int, seed: int) -> list[_Image]:
+def _sample(con, catalog: str, label_col: str | None, n: int, seed: int) -> list[SampleImage]:
     label = f'"{label_col}"' if label_col else "NULL"
     rows = con.execute(
         f'SELECT id, path, orientation, {label} FROM "{catalog}"'
@@ -213,7 +258,7 @@ def _sample(con, catalog: str, label_col: str | None, n: int, seed: int) -> list
     ).fetchall():
         rends.setdefault(image_id, {})[spec] = path
     return [
-        _Image(i, p, o, None if lab is None else int(lab), rends.get(i, {}))
+        SampleImage(i, p, o, None if lab is None else int(lab), rends.get(i, {}))
         for i, p, o, lab in sorted(rows)
     ]
 
@@ -223,134 +268,9 @@ def _short_sides(con, catalog: str) -> list[int]:
     return [r[0] for r in rows] or [0]
 
 
-def refs_for(plan: PhysicalPlan, images: list[_Image]) -> list[ImageRef]:
-    if plan.source == ORIGINAL:
-        return [ImageRef(i.id, i.path, i.orientation) for i in images]
-    return [
-        ImageRef(
-            i.id,
-            i.renditions.get(plan.source, i.path),
-            1 if plan.source in i.renditions else i.orientation,
-        )
-        for i in images
-    ]
-
-
-def preprocessor(plan: PhysicalPlan, spec: ModelSpec) -> Preprocessor:
-    return Preprocessor(sized(spec, plan.input_size).transform, scale_denom=plan.scale)
-
-
-def _cost_key(plan: PhysicalPlan) -> tuple:
-    return (plan.model, plan.source, plan.scale, plan.input_size)
-
-
-def _infer_key(plan: PhysicalPlan) -> tuple:
-    return (plan.model, plan.input_size, plan.backend, plan.precision)
-
-
-def _stage_costs(plans, images, say) -> dict[tuple, list[ImageCost]]:
-    """Decode and resize/normalise of every sample image on one core, best of two passes."""
-    out: dict[tuple, list[ImageCost]] = {}
-    for plan in plans:
-        key = _cost_key(plan)
-        if key in out:
-            continue
-        pre = preprocessor(plan, get_model(plan.model))
-        slot = np.empty(pre.output.shape, np.float32)
-        costs = []
-        for ref in refs_for(plan, images):
-            with open(ref.path, "rb") as f:
-                data = f.read()
-            best = None
-            for _ in range(2):
-                t0 = time.perf_counter()
-                ip = pre.plan(data, ref)
-                pixels = ip.decode.apply(data)
-                t1 = time.perf_counter()
-                for view in ip.views:
-                    pixels = view.apply(pixels)
-                ip.resize.apply(pixels, slot)
-                t2 = time.perf_counter()
-                if best is None or t2 - t0 < best[0] + best[1]:
-                    best = (t1 - t0, t2 - t1)
-            costs.append(
-                ImageCost(
-                    ip.decode.format,
-                    len(data),
-                    ip.decoded_pixels,
-                    pixels.shape[0] * pixels.shape[1],
-                    pre.output.shape[1] * pre.output.shape[2],
-                    *best,
-                )
-            )
-        out[key] = costs
-    return out
-
-
-def _inference_costs(plans, images, batch: dict[str, int], threads: int, say) -> dict[tuple, float]:
-    """Seconds of inference wall time per image, per (model, input size, engine)."""
-    out: dict[tuple, float] = {}
-    for plan in plans:
-        key = _infer_key(plan)
-        if key in out:
-            continue
-        batch_size = batch[plan.model]
-        spec = sized(get_model(plan.model), plan.input_size)
-        refs = refs_for(PhysicalPlan(plan.model, input_size=plan.input_size), images)
-        pre = preprocessor(PhysicalPlan(plan.model, input_size=plan.input_size), spec)
-        sample = np.concatenate(
-            [b.tensor.copy() for b in stream_batches(refs[:CALIBRATION_IMAGES], pre)]
-        )
-        if plan.precision == "int8":
-            say(f"  calibrating int8 {spec.name} at {spec.input_size} px")
-            quantize(spec, sample)
-        session = get_backend(plan.backend).open(spec, plan.precision, threads, batch_size)
-        try:
-            tensor = np.resize(sample, (batch_size, *sample.shape[1:]))
-            session.run(tensor)  # warm up
-            times = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                session.run(tensor)
-                times.append(time.perf_counter() - t0)
-        finally:
-            session.close()
-        out[key] = min(times) / batch_size
-    return out
-
-
-def _run(plan: PhysicalPlan, images, batch_size: int, workers: int, threads: int):
-    """One end-to-end run: predictions by image id and wall seconds."""
-    spec = sized(get_model(plan.model), plan.input_size)
-    session = get_backend(plan.backend).open(spec, plan.precision, threads, batch_size)
-    refs = refs_for(plan, images)
-    try:
-        session.run(np.zeros((batch_size, *preprocessor(plan, spec).output.shape), np.float32))
-        start = time.perf_counter()
-        preds = {
-            p.key: p.class_index
-            for p in classify_stream(
-                refs,
-                spec,
-                session,
-                preprocessor(plan, spec),
-                batch_size=batch_size,
-                decode_workers=workers,
-                progress=False,
-            )
-            if p.error is None
-        }
-        seconds = time.perf_counter() - start
-    finally:
-        session.close()
-    if not preds:
-        raise InferenceError(f"no image of the sample could be classified with {plan.describe()}")
-    return preds, seconds
-
-
 def _reference_plan(plans: list[PhysicalPlan], specs: list[ModelSpec]) -> PhysicalPlan:
     """Without labels, the reference is the largest base model on originals, fp32."""
-    biggest = max(specs, key=lambda s: s.input_size)
+    biggest = max((s for s in specs if not s.base), key=lambda s: s.input_size)
     return next(p for p in plans if p.model == biggest.name and p.is_reference_input())
 
 
