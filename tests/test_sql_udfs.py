@@ -129,7 +129,7 @@ def test_explain_shows_prefilter_plan_cache_and_costs(photos):
     for part in (
         "pre-filter (DuckDB): SELECT DISTINCT image AS __img FROM photos WHERE width > 300",
         "rows:",
-        "backend=onnxruntime",
+        "plan: efficientnet_lite0 on original, onnxruntime/fp32, batch=",
         "cache:",
         "est. cost: decode",
         "inference",

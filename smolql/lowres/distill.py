@@ -37,6 +37,8 @@ class TrainConfig:
     lr: float = 1e-3
     layer: str | None = None  # the distillation layer; None: the last one at stride 16
     kd_weight: float = 0.0  # weight of the output-distribution term (0: features only)
+    min_crop_area: float = 0.4  # random crops cover this much of the image at least
+    center_share: float = 0.25  # this share of the views is the evaluation centre crop
     temperature: float = 2.0
     seed: int = 0
     threads: int = 0  # 0: torch's default (one per core)
@@ -134,6 +136,13 @@ def _trainable(module: torch.nn.Module, layer: str, size: int) -> list[torch.nn.
     return [p for n, p in module.named_parameters() if n.rpartition(".")[0] in ran]
 
 
+def _box(rng: np.random.Generator, pair: Pair, config: TrainConfig, ratio: float) -> Box:
+    aspect = pair.original.shape[1] / pair.original.shape[2]
+    if rng.random() < config.center_share:
+        return Box.center(aspect, ratio, bool(rng.random() < 0.5))
+    return Box.random(rng, aspect, config.min_crop_area)
+
+
 def _loss(
     teacher: Prefix,
     student: Prefix,
@@ -203,6 +212,7 @@ def distil(
         p.requires_grad_(True)
     student.eval()  # batch-norm statistics stay the teacher's: a few hundred images are too few
     rng = np.random.default_rng(config.seed)
+    ratio = t.crop / t.resize
     torch.manual_seed(config.seed)
     steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
     total = config.epochs * steps_per_epoch
@@ -221,9 +231,7 @@ def distil(
                 running = 0.0
                 for s in range(0, len(pairs), config.batch_size):
                     chosen = [pairs[i] for i in order[s : s + config.batch_size]]
-                    boxes = [
-                        Box.random(rng, p.original.shape[1] / p.original.shape[2]) for p in chosen
-                    ]
+                    boxes = [_box(rng, p, config, ratio) for p in chosen]
                     x_teacher, x_student = batch_views(chosen, boxes, size, mean, std)
                     loss = _loss(t_prefix, s_prefix, x_teacher, x_student, config)
                     opt.zero_grad()

@@ -16,8 +16,11 @@ from smolql.store import SCHEMA
 
 
 def trained_name(base: str, rendition: str) -> str:
-    """>>> trained_name("efficientnet_lite0", "161:jpeg:75")
-    'efficientnet_lite0@161:jpeg:75'"""
+    """The registered name of ``base`` trained for ``rendition``.
+
+    >>> trained_name("efficientnet_lite0", "161:jpeg:75")
+    'efficientnet_lite0@161:jpeg:75'
+    """
     return f"{base}@{rendition}"
 
 

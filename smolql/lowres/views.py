@@ -56,16 +56,26 @@ class Box:
     flip: bool
 
     @classmethod
-    def random(cls, rng: np.random.Generator, aspect: float) -> Box:
-        """RandomResizedCrop's distribution: 25-100% of the area, aspect 3/4..4/3."""
+    def random(cls, rng: np.random.Generator, aspect: float, min_area: float = 0.25) -> Box:
+        """RandomResizedCrop's distribution: ``min_area``-100% of the area, aspect 3/4..4/3."""
         for _ in range(10):
-            area = rng.uniform(0.25, 1.0)
+            area = rng.uniform(min_area, 1.0)
             ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
             w = math.sqrt(area * ratio / aspect)  # relative to the image width
             h = math.sqrt(area / ratio * aspect)
             if w <= 1 and h <= 1:
                 return cls(rng.uniform(0, 1 - h), rng.uniform(0, 1 - w), h, w, rng.random() < 0.5)
         return cls(0.0, 0.0, 1.0, 1.0, bool(rng.random() < 0.5))
+
+    @classmethod
+    def center(cls, aspect: float, ratio: float, flip: bool = False) -> Box:
+        """The evaluation view: a centred square of ``ratio`` times the short side (e.g.
+        224/256, as Resize(256) + CenterCrop(224))."""
+        if aspect >= 1:  # taller than wide
+            w, h = ratio, ratio / aspect
+        else:
+            w, h = ratio * aspect, ratio
+        return cls((1 - h) / 2, (1 - w) / 2, h, w, flip)
 
     def apply(self, image: torch.Tensor, size: int) -> torch.Tensor:
         from torchvision.transforms.v2 import functional as tf

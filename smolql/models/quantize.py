@@ -67,6 +67,7 @@ def quantize(spec: ModelSpec, calibration: np.ndarray) -> Path:
         def get_next(self):
             return next(self.batches, None)
 
+    target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         prepared = os.path.join(tmp, "prepared.onnx")
         out = os.path.join(tmp, "int8.onnx")
