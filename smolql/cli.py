@@ -7,11 +7,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from smolql.catalog.spec import DEFAULT_RENDITIONS
-from smolql.config import SETTINGS
+from smolql.config import PROFILE_SAMPLE, SETTINGS
 from smolql.connection import Connection, connect
 from smolql.errors import SmolQLError
 from smolql.output import FORMATS, format_table, write_result
-from smolql.plan.profile import DEFAULT_SAMPLE
 
 MAX_REASONS = 10
 
@@ -64,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument(
         "--model", action="append", metavar="M", help="repeatable (default: all with weights)"
     )
-    prof.add_argument("--sample", type=int, default=DEFAULT_SAMPLE, help="images to sample")
+    prof.add_argument("--sample", type=int, default=PROFILE_SAMPLE, help="images to sample")
     prof.add_argument(
         "--precision",
         action="append",

@@ -20,6 +20,7 @@ from smolql.errors import ConfigError
 DEFAULT_DB = "smolql.duckdb"
 DB_ENV = "SMOLQL_DB"
 PILLOW_PIXEL_LIMIT = 178_956_970
+PROFILE_SAMPLE = 200  # images ``smolql profile`` samples by default
 
 
 def _positive_int(value: Any) -> int:

@@ -14,9 +14,8 @@ from smolql import errors
 from smolql.catalog import manage
 from smolql.catalog.ingest import IngestSummary
 from smolql.catalog.spec import DEFAULT_RENDITIONS
-from smolql.config import Settings, default_db_path, worker_count
+from smolql.config import PROFILE_SAMPLE, Settings, default_db_path, worker_count
 from smolql.dbapi import Cursor
-from smolql.plan.profile import DEFAULT_SAMPLE
 from smolql.store import RenditionRoot, open_database
 from smolql.store import cursor as new_cursor
 
@@ -157,7 +156,7 @@ class Connection:
         catalog: str,
         *,
         models: Sequence[str] | None = None,
-        sample: int = DEFAULT_SAMPLE,
+        sample: int = PROFILE_SAMPLE,
         precisions: Sequence[str] = ("fp32", "int8"),
         smaller_inputs: bool = True,
         labels: str | None = None,

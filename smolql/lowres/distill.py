@@ -36,10 +36,8 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     layer: str | None = None  # the distillation layer; None: the last one at stride 16
-    kd_weight: float = 0.0  # weight of the output-distribution term (0: features only)
     min_crop_area: float = 0.4  # random crops cover this much of the image at least
     center_share: float = 0.25  # this share of the views is the evaluation centre crop
-    temperature: float = 2.0
     seed: int = 0
     threads: int = 0  # 0: torch's default (one per core)
 
@@ -59,33 +57,24 @@ class _Stop(Exception):
 
 
 class Prefix:
-    """Run a module up to ``layer`` and return that layer's output. With ``stop`` the rest of
-    the forward pass is skipped (a hook ends it); without, :meth:`both` also returns the
-    module's own output."""
+    """Run a module only up to ``layer`` and return that layer's output (the rest is skipped
+    by stopping the forward pass from a hook)."""
 
-    def __init__(self, module: torch.nn.Module, layer: str, stop: bool = True) -> None:
+    def __init__(self, module: torch.nn.Module, layer: str) -> None:
         self.module = module
-        self.stop = stop
         self.out: torch.Tensor | None = None
         target = dict(module.named_modules())[layer]
         self.handle = target.register_forward_hook(self._grab)
 
     def _grab(self, _module, _inputs, output) -> None:
         self.out = output
-        if self.stop:
-            raise _Stop
+        raise _Stop
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with contextlib.suppress(_Stop):
             self.module(x)
         out, self.out = self.out, None
         return out
-
-    def both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the layer's output, the module's output) from one full forward pass."""
-        final = self.module(x)
-        out, self.out = self.out, None
-        return out, final
 
     def close(self) -> None:
         self.handle.remove()
@@ -143,29 +132,6 @@ def _box(rng: np.random.Generator, pair: Pair, config: TrainConfig, ratio: float
     return Box.random(rng, aspect, config.min_crop_area)
 
 
-def _loss(
-    teacher: Prefix,
-    student: Prefix,
-    x_teacher: torch.Tensor,
-    x_student: torch.Tensor,
-    config: TrainConfig,
-) -> torch.Tensor:
-    """Feature matching (normalised by the target's variance), plus optionally the KL
-    divergence of the output distributions at a temperature (through the frozen layers)."""
-    if not config.kd_weight:
-        with torch.no_grad():
-            target = teacher(x_teacher)
-        return F.mse_loss(student(x_student), target) / target.var()
-    with torch.no_grad():
-        target, t_logits = teacher.both(x_teacher)
-    feature, s_logits = student.both(x_student)
-    t = config.temperature
-    kd = F.kl_div(
-        F.log_softmax(s_logits / t, dim=1), F.softmax(t_logits / t, dim=1), reduction="batchmean"
-    )
-    return F.mse_loss(feature, target) / target.var() + config.kd_weight * kd * t * t
-
-
 @contextlib.contextmanager
 def steady_heap() -> Iterator[None]:
     """Keep freed memory in the process while training: glibc otherwise returns large tensor
@@ -220,8 +186,7 @@ def distil(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total))
     )
-    stop = not config.kd_weight  # the output term needs the whole forward pass
-    t_prefix, s_prefix = Prefix(teacher, layer, stop), Prefix(student, layer, stop)
+    t_prefix, s_prefix = Prefix(teacher, layer), Prefix(student, layer)
     losses = []
     start = time.perf_counter()
     try:
@@ -233,7 +198,9 @@ def distil(
                     chosen = [pairs[i] for i in order[s : s + config.batch_size]]
                     boxes = [_box(rng, p, config, ratio) for p in chosen]
                     x_teacher, x_student = batch_views(chosen, boxes, size, mean, std)
-                    loss = _loss(t_prefix, s_prefix, x_teacher, x_student, config)
+                    with torch.no_grad():
+                        target = t_prefix(x_teacher)
+                    loss = F.mse_loss(s_prefix(x_student), target) / target.var()
                     opt.zero_grad()
                     loss.backward()
                     opt.step()

@@ -88,11 +88,14 @@ def save(
 
 def register_stored(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Register the database's trained models (their base models must be registered)."""
+    rows = con.execute(
+        f"SELECT name, base, rendition, weights FROM {SCHEMA}.trained_models"
+    ).fetchall()
+    if not rows:
+        return []  # no plugin loading (and no torchvision import) at connect for nothing
     names = []
     known = models()
-    for name, base, rendition, weights in con.execute(
-        f"SELECT name, base, rendition, weights FROM {SCHEMA}.trained_models"
-    ).fetchall():
+    for name, base, rendition, weights in rows:
         if base not in known or not os.path.exists(weights):
             continue  # a missing plugin or a deleted file: the model is simply not offered
         current = known.get(name)

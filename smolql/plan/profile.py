@@ -20,6 +20,7 @@ import duckdb
 from smolql.backends.cpu import machine_id
 from smolql.backends.registry import available
 from smolql.catalog.manage import get_definition
+from smolql.config import PROFILE_SAMPLE
 from smolql.errors import CatalogError
 from smolql.models.registry import get_model
 from smolql.models.spec import ModelSpec
@@ -42,14 +43,13 @@ from smolql.plan.measure import (
 from smolql.plan.space import ORIGINAL, PhysicalPlan, enumerate_plans
 from smolql.store import SCHEMA
 
-DEFAULT_SAMPLE = 200
 MAX_ERROR = 0.15  # the cost model must predict measured throughput within this
 
 
 @dataclass(frozen=True)
 class Options:
     models: tuple[str, ...] = ()
-    sample: int = DEFAULT_SAMPLE
+    sample: int = PROFILE_SAMPLE
     precisions: tuple[str, ...] = ("fp32", "int8")
     smaller_inputs: bool = True
     labels: str | None = None  # a label column; None: ``class_index`` if the catalog has one
