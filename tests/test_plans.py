@@ -68,8 +68,13 @@ def test_every_plan_is_profiled_and_stored(profiled):
     assert all(r["images"] == SAMPLE and 0 <= r["correct"] <= SAMPLE for r in rows)
     (ref,) = [r for r in rows if r["reference"]]
     assert PhysicalPlan.from_key(ref["plan"]).is_reference_input()
+    engines: dict[tuple, set[float]] = {}
     for p in report.profiles:
         assert p.decode_ms > 0 and p.resize_ms > 0 and p.infer_ms > 0 and p.measured_per_s > 0
+        key = (p.plan.model, p.plan.input_size, p.plan.backend, p.plan.precision)
+        engines.setdefault(key, set()).add(p.infer_ms)
+    # Inference is timed before every plan's runs and pooled per engine: one figure each.
+    assert len(engines) == 4 and all(len(v) == 1 for v in engines.values())
 
 
 def test_profiled_accuracy_equals_an_independent_classification(profiled):

@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from smolql.lowres.views import Box, Pair, batch_views
 from smolql.models.spec import ModelSpec
 
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 10
-    batch_size: int = 32
+    batch_size: int = 8  # small batches: more updates (batch-norm statistics are frozen)
     lr: float = 1e-3
     layer: str | None = None  # the distillation layer; None: the last one at stride 16
     min_crop_area: float = 0.4  # random crops cover this much of the image at least
@@ -136,7 +136,10 @@ def _box(rng: np.random.Generator, pair: Pair, config: TrainConfig, ratio: float
 def steady_heap() -> Iterator[None]:
     """Keep freed memory in the process while training: glibc otherwise returns large tensor
     buffers to the kernel and page-faults them back on every step (measured: half the
-    training time on this machine). Restored afterwards."""
+    training time on this machine). Afterwards the heap is left as glibc's dynamic thresholds
+    settle for large tensors (mmap above 32 MiB, trim above 64 MiB): setting any threshold
+    turns that adjustment off for the process, and the fixed 128 KiB defaults would make
+    later torch work page-fault on every large tensor."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
@@ -148,7 +151,8 @@ def steady_heap() -> Iterator[None]:
         yield
     finally:
         libc.mallopt(M_MMAP_MAX, 65536)
-        libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 64 << 20)
         libc.malloc_trim(0)
 
 

@@ -3,7 +3,6 @@ on its threads, and timed end-to-end runs through the executor that queries use.
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass
 
@@ -101,48 +100,61 @@ def stage_costs(
     return out
 
 
-def inference_costs(
-    plans: list[PhysicalPlan], images: list[SampleImage], batch: dict[str, int], threads: int
-) -> dict[tuple, float]:
-    """Seconds of inference wall time per image, per (model, input size, engine)."""
-    out: dict[tuple, float] = {}
+def engine_inputs(plans: list[PhysicalPlan], images: list[SampleImage]) -> dict[tuple, np.ndarray]:
+    """Real preprocessed inputs per (model, input size): the first sample images' originals.
+    They calibrate the int8 engines (once, cached beside the export) and time inference."""
+    out: dict[tuple, np.ndarray] = {}
+    calibrated: set[tuple] = set()
     for plan in plans:
-        key = infer_key(plan)
-        if key in out:
-            continue
-        batch_size = batch[plan.model]
+        key = (plan.model, plan.input_size)
         spec = sized(get_model(plan.model), plan.input_size)
-        refs = refs_for(PhysicalPlan(plan.model, input_size=plan.input_size), images)
-        pre = preprocessor(PhysicalPlan(plan.model, input_size=plan.input_size), spec)
-        sample = np.concatenate(
-            [b.tensor.copy() for b in stream_batches(refs[:CALIBRATION_IMAGES], pre)]
-        )
-        if plan.precision == "int8":
-            quantize(spec, sample)
-        session = get_backend(plan.backend).open(spec, plan.precision, threads, batch_size)
-        try:
-            tensor = np.resize(sample, (batch_size, *sample.shape[1:]))
-            session.run(tensor)  # warm up
-            times = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                session.run(tensor)
-                times.append(time.perf_counter() - t0)
-        finally:
-            session.close()
-        out[key] = statistics.median(times) / batch_size
+        if key not in out:
+            base = PhysicalPlan(plan.model, input_size=plan.input_size)
+            refs = refs_for(base, images)[:CALIBRATION_IMAGES]
+            batches = stream_batches(refs, preprocessor(base, spec))
+            out[key] = np.concatenate([b.tensor.copy() for b in batches])
+        if plan.precision == "int8" and key not in calibrated:
+            quantize(spec, out[key])
+            calibrated.add(key)
     return out
 
 
+@dataclass(frozen=True)
+class PlanRun:
+    """One end-to-end run of a plan, and its engine timed alone just before it."""
+
+    predictions: dict[int, int]
+    seconds: float
+    infer_s: tuple[float, ...]  # seconds per image of each timed inference batch
+
+
 def run_plan(
-    plan: PhysicalPlan, images: list[SampleImage], batch_size: int, workers: int, threads: int
-) -> tuple[dict[int, int], float]:
-    """One end-to-end run: predictions by image id and wall seconds."""
+    plan: PhysicalPlan,
+    images: list[SampleImage],
+    batch_size: int,
+    workers: int,
+    threads: int,
+    inputs: np.ndarray | None = None,
+    timed: int = 0,
+) -> PlanRun:
+    """One end-to-end run: predictions by image id and wall seconds. With ``inputs``, the
+    session first runs ``timed`` batches of them alone (inference cost, measured at the same
+    moment as the run, so that a slow spell of the machine shows in both)."""
     spec = sized(get_model(plan.model), plan.input_size)
+    pre = preprocessor(plan, spec)
     session = get_backend(plan.backend).open(spec, plan.precision, threads, batch_size)
     refs = refs_for(plan, images)
     try:
-        session.run(np.zeros((batch_size, *preprocessor(plan, spec).output.shape), np.float32))
+        if inputs is None:
+            tensor = np.zeros((batch_size, *pre.output.shape), np.float32)
+        else:
+            tensor = np.resize(inputs, (batch_size, *inputs.shape[1:]))
+        session.run(tensor)  # warm up
+        infer_s = []
+        for _ in range(timed if inputs is not None else 0):
+            t0 = time.perf_counter()
+            session.run(tensor)
+            infer_s.append((time.perf_counter() - t0) / batch_size)
         start = time.perf_counter()
         preds = {
             p.key: p.class_index
@@ -150,7 +162,7 @@ def run_plan(
                 refs,
                 spec,
                 session,
-                preprocessor(plan, spec),
+                pre,
                 batch_size=batch_size,
                 decode_workers=workers,
                 progress=False,
@@ -162,4 +174,4 @@ def run_plan(
         session.close()
     if not preds:
         raise InferenceError(f"no image of the sample could be classified with {plan.describe()}")
-    return preds, seconds
+    return PlanRun(preds, seconds, tuple(infer_s))
