@@ -29,7 +29,7 @@ RUNNERS_UP = 3
 class Candidate:
     plan: PhysicalPlan
     accuracy: float
-    per_s: float  # the cost model's predicted end-to-end images/s
+    per_s: float  # images/s counted on: the lower of the prediction and the profiled median
     reference: bool = False
 
     def describe(self) -> str:
@@ -89,7 +89,8 @@ class Profiles:
 def load(con: duckdb.DuckDBPyConnection, catalog: str) -> Profiles:
     """The catalog's profiled plans on this machine whose model weights are unchanged."""
     rows = con.execute(
-        f"SELECT plan, model, weights, accuracy, predicted_per_s, reference, accuracy_basis"
+        f"SELECT plan, model, weights, accuracy, least(predicted_per_s, measured_per_s),"
+        f" reference, accuracy_basis"
         f" FROM {SCHEMA}.plan_profiles WHERE catalog = ? AND machine = ?",
         [catalog, machine_id()],
     ).fetchall()
