@@ -137,9 +137,9 @@ def run_plan(
     inputs: np.ndarray | None = None,
     timed: int = 0,
 ) -> PlanRun:
-    """One end-to-end run: predictions by image id and wall seconds. With ``inputs``, the
-    session first runs ``timed`` batches of them alone (inference cost, measured at the same
-    moment as the run, so that a slow spell of the machine shows in both)."""
+    """One end-to-end run: predictions by image id and wall seconds. The session first runs
+    ``timed`` batches of ``inputs`` (zeros without them) alone: inference cost, measured at the
+    same moment as the run, so that a slow spell of the machine shows in both."""
     spec = sized(get_model(plan.model), plan.input_size)
     pre = preprocessor(plan, spec)
     session = get_backend(plan.backend).open(spec, plan.precision, threads, batch_size)
@@ -151,7 +151,7 @@ def run_plan(
             tensor = np.resize(inputs, (batch_size, *inputs.shape[1:]))
         session.run(tensor)  # warm up
         infer_s = []
-        for _ in range(timed if inputs is not None else 0):
+        for _ in range(timed):
             t0 = time.perf_counter()
             session.run(tensor)
             infer_s.append((time.perf_counter() - t0) / batch_size)
