@@ -94,7 +94,7 @@ def main() -> None:
         "--renditions", nargs="+", default=["161:jpeg:75", "161:jpeg:95", "161:png"]
     )
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     out = Path(args.out)
@@ -242,8 +242,7 @@ def main() -> None:
             f"\nCost model: median |error| {100 * statistics.median(errors):.1f}%, largest"
             f" {100 * max(errors):.1f}% over {len(profiles)} plans"
             f" ({sum(e <= MAX_ERROR for e in errors)} within {100 * MAX_ERROR:.0f}%);"
-            f" contention {report.cost.contention:.2f},"
-            f" overhead {1000 * report.cost.overhead_s:.2f} ms/image"
+            f" {report.cost.describe_contention()} per image"
         )
         write_outputs(out, rows, lines, naive, targets, report)
     finally:

@@ -209,7 +209,7 @@ def _profile(con: Connection, args: argparse.Namespace) -> int:
     print(
         f"cost model: largest throughput prediction error {100 * report.max_error:.1f}%"
         f" over {len(report.profiles)} plans ({verdict} {100 * MAX_ERROR:.0f}%);"
-        f" contention {report.cost.contention:.2f}, overhead {1000 * report.cost.overhead_s:.2f} ms"
+        f" {report.cost.describe_contention()} per image"
     )
     path = plot(report, args.plot or f"{args.catalog}-plans.png")
     print(f"plot: {path}")

@@ -23,7 +23,7 @@ from smolql.errors import QueryError
 from smolql.execute import PlanWarning
 from smolql.models.registry import get_model
 from smolql.plan.chart import as_table, pareto
-from smolql.plan.cost import CostModel
+from smolql.plan.cost import CostModel, RunObservation, fit_contention
 from smolql.plan.space import ORIGINAL, PhysicalPlan, enumerate_plans
 
 MODEL = "efficientnet_lite0"
@@ -110,7 +110,9 @@ def test_cost_model_is_fitted_stored_and_checked(profiled):
     cost = report.cost
     assert cost.decode["jpeg"][1] > 0 or cost.decode["jpeg"][2] > 0
     assert "png" in cost.decode
-    assert 1 / cost.cores <= cost.contention <= 2 and 0 <= cost.overhead_s <= 0.003
+    assert 0 <= cost.contention <= 2 and 0 <= cost.overhead_s <= 0.003
+    for contention, overhead_s in cost.engines.values():
+        assert 0 <= contention <= 2 and 0 <= overhead_s <= 0.003
     (row,) = con.sql("SELECT params, max_error FROM smolql.cost_models").to_pylist()
     assert CostModel.from_json(row["params"]) == cost
     assert row["max_error"] == pytest.approx(report.max_error)
@@ -127,6 +129,28 @@ def test_cost_model_formulas():
     # preprocessing-bound with one decoder: 1 / 0.02
     assert model.throughput(0.02, 0.001, 1) == pytest.approx(50.0)
     assert model.run_seconds(100, 0.002, 0.008, 1, 32) == pytest.approx(32 * 0.002 + 1.0)
+
+
+def test_contention_is_fitted_per_engine_kind():
+    base = CostModel(cores=2)
+    truth = {"a/fp32": (0.5, 0.0005), "b/int8": (1.5, 0.002)}
+    runs = []
+    for engine, (contention, overhead_s) in truth.items():
+        model = CostModel(contention=contention, overhead_s=overhead_s, cores=2)
+        for pre_s, infer_s in [(0.002, 0.008), (0.004, 0.006), (0.001, 0.003), (0.003, 0.01)]:
+            seconds = model.run_seconds(200, pre_s, infer_s, 1, 16)
+            runs.append(RunObservation(pre_s, infer_s, 1, 16, 200, seconds, engine))
+    runs.append(RunObservation(0.002, 0.008, 1, 16, 200, 2.0, "c/fp32"))  # too few to fit
+    fitted = fit_contention(base, runs)
+    assert set(fitted.engines) == set(truth)
+    for engine, (contention, overhead_s) in truth.items():
+        got = fitted.engines[engine]
+        assert got[0] == pytest.approx(contention, abs=0.026)
+        assert got[1] == pytest.approx(overhead_s, abs=0.00011)
+    # an engine kind without its own pair falls back to the shared one
+    shared = 1 / (0.008 + fitted.contention * 0.002 + fitted.overhead_s)
+    assert fitted.throughput(0.002, 0.008, 1, "c/fp32") == pytest.approx(shared)
+    assert CostModel.from_json(fitted.to_json()) == fitted
 
 
 def test_pareto_frontier():

@@ -14,11 +14,14 @@ Throughput on ``cores`` cores with ``workers`` decode threads and inference taki
     steady = 1 / max(pre_s / workers, infer_s + contention * pre_s + overhead_s)
 
 Inference threads use every core, so each CPU-second of preprocessing delays them by
-``contention`` seconds: ``1/cores`` with perfect sharing, 1 when the parallel kernels wait for
-the preempted thread, more when the stages also slow each other down;
-``overhead_s`` is the executor's own per-image work on the inference thread (batch hand-off,
-softmax, result rows). Both are fitted to the profiled plans' end-to-end runs. A finite run
-also pays for filling the first batch before inference can start.
+``contention`` seconds: ``1/cores`` with perfect sharing, less when the inference threads
+leave cores idle (small int8 kernels, synchronisation), 1 when the parallel kernels wait for
+the preempted thread, more when the stages also slow each other down; ``overhead_s`` is the
+executor's own per-image work on the inference thread (batch hand-off, softmax, result rows).
+Both are fitted to the profiled plans' end-to-end runs, once over all of them and once per
+engine kind (backend/precision) that has enough runs: thread pools differ in how they take
+being preempted (measured: one shared pair over-predicted every OpenVINO plan by 7-12%).
+A finite run also pays for filling the first batch before inference can start.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class CostModel:
     contention: float = 1.0
     overhead_s: float = 0.0
     cores: int = 1
+    # (contention, overhead_s) per engine kind "backend/precision"; others use the pair above
+    engines: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def decode_s(self, fmt: str, nbytes: float, pixels: float) -> float:
         a, b, c = self.decode.get(fmt) or max(self.decode.values(), key=lambda v: v[2])
@@ -70,15 +75,25 @@ class CostModel:
         )
         return total / len(images)
 
-    def throughput(self, pre_s: float, infer_s: float, workers: int) -> float:
+    def throughput(self, pre_s: float, infer_s: float, workers: int, engine: str = "") -> float:
         """Steady-state images per second."""
-        serial = infer_s + self.contention * pre_s + self.overhead_s
+        contention, overhead_s = self.engines.get(engine, (self.contention, self.overhead_s))
+        serial = infer_s + contention * pre_s + overhead_s
         return 1.0 / max(pre_s / workers, serial)
 
-    def run_seconds(self, n: int, pre_s: float, infer_s: float, workers: int, batch: int) -> float:
+    def run_seconds(
+        self, n: int, pre_s: float, infer_s: float, workers: int, batch: int, engine: str = ""
+    ) -> float:
         """Predicted wall time for ``n`` images: fill the first batch, then steady state."""
         fill = min(batch, n) * pre_s / workers
-        return fill + n / self.throughput(pre_s, infer_s, workers)
+        return fill + n / self.throughput(pre_s, infer_s, workers, engine)
+
+    def describe_contention(self) -> str:
+        """The fitted contention and overhead, overall and per engine kind, for reports."""
+        pairs = [("all", (self.contention, self.overhead_s)), *sorted(self.engines.items())]
+        return "; ".join(
+            f"{k} contention {c:.2f}, overhead {1000 * o:.2f} ms" for k, (c, o) in pairs
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -88,6 +103,7 @@ class CostModel:
         raw = json.loads(text)
         raw["decode"] = {k: tuple(v) for k, v in raw["decode"].items()}
         raw["resize"] = tuple(raw["resize"])
+        raw["engines"] = {k: tuple(v) for k, v in raw.get("engines", {}).items()}
         return cls(**raw)
 
 
@@ -117,6 +133,9 @@ def fit_stage_costs(images: list[ImageCost], cores: int) -> CostModel:
     return model
 
 
+MIN_ENGINE_RUNS = 4  # plans of one engine kind needed to fit its own contention
+
+
 @dataclass(frozen=True)
 class RunObservation:
     """One profiled plan's end-to-end run: its stage costs and the measured wall time."""
@@ -127,23 +146,35 @@ class RunObservation:
     batch: int
     images: int
     seconds: float
+    engine: str = ""  # "backend/precision"
 
 
 def fit_contention(model: CostModel, runs: list[RunObservation]) -> CostModel:
-    """Choose the contention factor (1/cores..2) and the per-image overhead (0..3 ms) that
-    minimise the squared log error of the predicted run times (a grid: two parameters).
-    Contention above 1 means preprocessing costs more beside inference than alone (shared
-    caches and memory bandwidth, and the interpreter lock for its Python steps)."""
-    lo = 1.0 / max(model.cores, 1)
+    """Fit the contention factor and per-image overhead over all runs, then per engine kind
+    with at least :data:`MIN_ENGINE_RUNS` runs."""
+    model.contention, model.overhead_s = _fit_pair(model, runs)
+    model.engines = {}
+    for engine in sorted({r.engine for r in runs}):
+        mine = [r for r in runs if r.engine == engine]
+        if engine and len(mine) >= MIN_ENGINE_RUNS:
+            model.engines[engine] = _fit_pair(model, mine)
+    return model
+
+
+def _fit_pair(model: CostModel, runs: list[RunObservation]) -> tuple[float, float]:
+    """The contention factor (0..2) and per-image overhead (0..3 ms) that minimise the squared
+    log error of the predicted run times (a grid: two parameters). Contention above 1 means
+    preprocessing costs more beside inference than alone (shared caches and memory bandwidth,
+    and the interpreter lock for its Python steps)."""
+    trial = CostModel(model.decode, model.resize, cores=model.cores)
     best, best_err = (1.0, 0.0), math.inf
-    for k in np.linspace(lo, 2.0, 61):
+    for k in np.linspace(0.0, 2.0, 81):
         for o in np.linspace(0.0, 0.003, 31):
-            model.contention, model.overhead_s = float(k), float(o)
-            err = sum(math.log(_predicted(model, r) / r.seconds) ** 2 for r in runs)
+            trial.contention, trial.overhead_s = float(k), float(o)
+            err = sum(math.log(_predicted(trial, r) / r.seconds) ** 2 for r in runs)
             if err < best_err:
                 best, best_err = (float(k), float(o)), err
-    model.contention, model.overhead_s = best
-    return model
+    return best
 
 
 def _predicted(model: CostModel, r: RunObservation) -> float:

@@ -20,6 +20,7 @@ from smolql.plan.cost import ImageCost
 from smolql.plan.space import ORIGINAL, PhysicalPlan, sized
 
 CALIBRATION_IMAGES = 64
+WARMUP_BATCHES = 3  # a fresh ONNX Runtime session runs its first two or three batches slower
 
 
 @dataclass(frozen=True)
@@ -139,9 +140,11 @@ def run_plan(
     inputs: np.ndarray | None = None,
     timed: int = 0,
 ) -> PlanRun:
-    """One end-to-end run: predictions by image id and wall seconds. The session first runs
-    ``timed`` batches of ``inputs`` (zeros without them) alone: inference cost, measured at the
-    same moment as the run, so that a slow spell of the machine shows in both."""
+    """One end-to-end run: predictions by image id and wall seconds. The session first warms up,
+    then runs ``timed`` batches of ``inputs`` (zeros without them) alone: inference cost,
+    measured at the same moment as the run, so that a slow spell of the machine shows in both,
+    and after the warm-up, as in the run (measured: a fresh ONNX Runtime session's second batch
+    is up to a third slower than its fourth)."""
     spec = sized(get_model(plan.model), plan.input_size)
     pre = preprocessor(plan, spec)
     session = get_backend(plan.backend).open(spec, plan.precision, threads, batch_size)
@@ -151,7 +154,8 @@ def run_plan(
             tensor = np.zeros((batch_size, *pre.output.shape), np.float32)
         else:
             tensor = np.resize(inputs, (batch_size, *inputs.shape[1:]))
-        session.run(tensor)  # warm up
+        for _ in range(WARMUP_BATCHES):
+            session.run(tensor)
         infer_s = []
         for _ in range(timed):
             t0 = time.perf_counter()

@@ -157,14 +157,17 @@ def profile_catalog(
         infer_s = statistics.median(infer_times[infer_key(plan)])
         pre_s = model.preprocess_s(measured)
         n = len(preds[plan])
-        observations.append(RunObservation(pre_s, infer_s, workers, batch[plan.model], n, seconds))
+        engine = f"{plan.backend}/{plan.precision}"
+        observations.append(
+            RunObservation(pre_s, infer_s, workers, batch[plan.model], n, seconds, engine)
+        )
         report.profiles.append(
             _profile(plan, preds[plan], truth, seconds, measured, infer_s, batch)
         )
     fit_contention(model, observations)
     for prof, obs in zip(report.profiles, observations, strict=True):
         prof.predicted_per_s = obs.images / model.run_seconds(
-            obs.images, obs.pre_s, obs.infer_s, obs.workers, obs.batch
+            obs.images, obs.pre_s, obs.infer_s, obs.workers, obs.batch, obs.engine
         )
     _mark_reference(report)
     store(con, report)
