@@ -3,9 +3,9 @@ throughput, then fit the cost model and check its predictions against the measur
 
 Stage costs are shared by the plans that use the same component: decode and resize/normalise
 per (source, DCT scale, input size), measured once on one core; inference per (model, input
-size, backend/precision) at the plan's batch size and threads, timed alone just before each of
-the plan's end-to-end runs (through the same pipelined executor queries use), in every round,
-and kept as the median of all those timings.
+size, backend/precision) at the plan's batch size and threads, timed alone after a warm-up just
+before each of the plan's end-to-end runs (through the same pipelined executor queries use), in
+every round, and kept as the median of all those timings.
 """
 
 from __future__ import annotations
