@@ -94,7 +94,7 @@ def main() -> None:
         "--renditions", nargs="+", default=["161:jpeg:75", "161:jpeg:95", "161:png"]
     )
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     out = Path(args.out)

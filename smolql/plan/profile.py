@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import statistics
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,6 +46,7 @@ from smolql.store import SCHEMA
 
 MAX_ERROR = 0.15  # the cost model must predict measured throughput within this
 TIMED_BATCHES = 2  # inference batches timed alone before each end-to-end run
+ENGINE_TIMINGS = 6  # at least this many per engine and round (an engine with one plan: 6)
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ def profile_catalog(
     preds: dict[PhysicalPlan, dict[int, int]] = {}
     times: dict[PhysicalPlan, list[float]] = {plan: [] for plan in plans}
     infer_times: dict[tuple, list[float]] = {infer_key(plan): [] for plan in plans}
+    sharing = Counter(infer_key(plan) for plan in plans)
     for round_ in range(options.repeats):
         say(f"round {round_ + 1}/{options.repeats}")
         for plan in plans:
@@ -145,7 +148,7 @@ def profile_catalog(
                 workers,
                 threads,
                 inputs[(plan.model, plan.input_size)],
-                timed=TIMED_BATCHES,
+                timed=max(TIMED_BATCHES, -(-ENGINE_TIMINGS // sharing[infer_key(plan)])),
             )
             preds.setdefault(plan, run.predictions)
             times[plan].append(run.seconds)
