@@ -20,7 +20,8 @@ the preempted thread, more when the stages also slow each other down; ``overhead
 executor's own per-image work on the inference thread (batch hand-off, softmax, result rows).
 Both are fitted to the profiled plans' end-to-end runs, once over all of them and once per
 engine kind (backend/precision) that has enough runs: thread pools differ in how they take
-being preempted (measured: one shared pair over-predicted every OpenVINO plan by 7-12%).
+being preempted (in a SMOL benchmark run with one shared pair, OpenVINO plans were mostly
+over-predicted, by up to 22%, ONNX Runtime ones not).
 A finite run also pays for filling the first batch before inference can start.
 """
 

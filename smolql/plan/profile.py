@@ -10,6 +10,7 @@ every round, and kept as the median of all those timings.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 from collections import Counter
@@ -148,7 +149,7 @@ def profile_catalog(
                 workers,
                 threads,
                 inputs[(plan.model, plan.input_size)],
-                timed=max(TIMED_BATCHES, -(-ENGINE_TIMINGS // sharing[infer_key(plan)])),
+                timed=max(TIMED_BATCHES, math.ceil(ENGINE_TIMINGS / sharing[infer_key(plan)])),
             )
             preds.setdefault(plan, run.predictions)
             times[plan].append(run.seconds)
@@ -160,9 +161,8 @@ def profile_catalog(
         infer_s = statistics.median(infer_times[infer_key(plan)])
         pre_s = model.preprocess_s(measured)
         n = len(preds[plan])
-        engine = f"{plan.backend}/{plan.precision}"
         observations.append(
-            RunObservation(pre_s, infer_s, workers, batch[plan.model], n, seconds, engine)
+            RunObservation(pre_s, infer_s, workers, batch[plan.model], n, seconds, plan.engine)
         )
         report.profiles.append(
             _profile(plan, preds[plan], truth, seconds, measured, infer_s, batch)

@@ -36,9 +36,14 @@ class PhysicalPlan:
     precision: str = "fp32"
 
     @property
+    def engine(self) -> str:
+        """The engine kind, ``backend/precision``."""
+        return f"{self.backend}/{self.precision}"
+
+    @property
     def key(self) -> str:
         size = self.input_size or "native"
-        return f"{self.model}|{self.source}|dct{self.scale}|{size}|{self.backend}/{self.precision}"
+        return f"{self.model}|{self.source}|dct{self.scale}|{size}|{self.engine}"
 
     @classmethod
     def from_key(cls, key: str) -> PhysicalPlan:
@@ -54,7 +59,7 @@ class PhysicalPlan:
             parts.append(f"DCT 1/{self.scale}")
         if self.input_size:
             parts.append(f"{self.input_size} px")
-        parts.append(f"{self.backend}/{self.precision}")
+        parts.append(self.engine)
         return ", ".join(parts)
 
     def is_reference_input(self) -> bool:
