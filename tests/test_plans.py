@@ -24,6 +24,7 @@ from smolql.execute import PlanWarning
 from smolql.models.registry import get_model
 from smolql.plan.chart import as_table, pareto
 from smolql.plan.cost import CostModel, RunObservation, fit_contention
+from smolql.plan.measure import infer_key
 from smolql.plan.space import ORIGINAL, PhysicalPlan, enumerate_plans
 
 MODEL = "efficientnet_lite0"
@@ -72,8 +73,7 @@ def test_every_plan_is_profiled_and_stored(profiled):
     engines: dict[tuple, set[float]] = {}
     for p in report.profiles:
         assert p.decode_ms > 0 and p.resize_ms > 0 and p.infer_ms > 0 and p.measured_per_s > 0
-        key = (p.plan.model, p.plan.input_size, p.plan.backend, p.plan.precision)
-        engines.setdefault(key, set()).add(p.infer_ms)
+        engines.setdefault(infer_key(p.plan), set()).add(p.infer_ms)
     # Inference is timed before every plan's runs and pooled per engine: one figure each.
     assert len(engines) == 4 and all(len(v) == 1 for v in engines.values())
 

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+MIN_ENGINE_RUNS = 4  # plans of one engine kind needed to fit its own contention
+
 
 @dataclass(frozen=True)
 class ImageCost:
@@ -132,9 +134,6 @@ def fit_stage_costs(images: list[ImageCost], cores: int) -> CostModel:
     x = np.array([[1.0, i.read_pixels, i.output_pixels] for i in images])
     model.resize = _nonneg_lstsq(x, np.array([i.resize_s for i in images]))
     return model
-
-
-MIN_ENGINE_RUNS = 4  # plans of one engine kind needed to fit its own contention
 
 
 @dataclass(frozen=True)

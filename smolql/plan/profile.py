@@ -142,6 +142,7 @@ def profile_catalog(
         for plan in plans:
             if not round_:
                 say(f"  {plan.describe()}")
+            engine = infer_key(plan)
             run = run_plan(
                 plan,
                 images,
@@ -149,11 +150,11 @@ def profile_catalog(
                 workers,
                 threads,
                 inputs[(plan.model, plan.input_size)],
-                timed=max(TIMED_BATCHES, math.ceil(ENGINE_TIMINGS / sharing[infer_key(plan)])),
+                timed=max(TIMED_BATCHES, math.ceil(ENGINE_TIMINGS / sharing[engine])),
             )
             preds.setdefault(plan, run.predictions)
             times[plan].append(run.seconds)
-            infer_times[infer_key(plan)].extend(run.infer_s)
+            infer_times[engine].extend(run.infer_s)
     observations = []
     for plan in plans:
         seconds = statistics.median(times[plan])
