@@ -100,6 +100,8 @@ def make_plan(
     decode_workers, infer_threads = split_threads(cores, decode_cost=1.5, infer_cost=10.0)
     if backend == "auto":
         chosen = choose.stored_choice(con, spec) or _calibrate(con, spec, refs, infer_threads)
+        if precision not in ("auto", chosen.precision):  # an explicit precision is honoured
+            chosen = choose.with_precision(con, spec, precision)
         backend, precision = chosen.backend, chosen.precision
         batch_size = batch_size or settings.batch_size or chosen.batch_size
     else:

@@ -21,6 +21,7 @@ DEFAULT_DB = "smolql.duckdb"
 DB_ENV = "SMOLQL_DB"
 PILLOW_PIXEL_LIMIT = 178_956_970
 PROFILE_SAMPLE = 200  # images ``smolql profile`` samples by default
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 def _positive_int(value: Any) -> int:
@@ -83,6 +84,35 @@ def _choice(*options: str) -> Callable[[Any], str]:
     return parse
 
 
+def _named_choice(what: str, *options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip()
+        if text.lower() not in options:
+            from smolql.suggest import did_you_mean
+
+            raise ValueError(f"unknown {what} {text!r}{did_you_mean(text.lower(), options)}")
+        return text.lower()
+
+    return parse
+
+
+def _backend_name(value: Any) -> str:
+    # The registry sits above this module; it is imported only when a backend is named.
+    from smolql.backends.registry import BACKENDS
+
+    return _named_choice("backend", "auto", *BACKENDS)(value)
+
+
+def _model_name(value: Any) -> str:
+    from smolql.models.registry import get_model
+
+    text = str(value).strip()
+    try:
+        return get_model(text).name
+    except Exception as e:
+        raise ValueError(getattr(e, "message", str(e))) from e
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -100,15 +130,21 @@ SETTINGS: dict[str, Setting] = {
             "Images with more pixels than this are skipped (read from the header, never decoded).",
             _positive_int,
         ),
-        Setting("model", "efficientnet_lite0", "Default classification model.", str),
+        Setting("model", "efficientnet_lite0", "Default classification model.", _model_name),
         Setting(
             "backend",
             "auto",
             "Inference backend (onnxruntime, openvino, torch, torch_cuda, tensorrt) or 'auto':"
             " the fastest measured on this machine that keeps top-1 agreement with fp32.",
-            str,
+            _backend_name,
         ),
-        Setting("precision", "auto", "fp32, bf16, fp16, or 'auto' (with the backend).", str),
+        Setting(
+            "precision",
+            "auto",
+            "fp32, bf16, fp16, int8, or 'auto' (the backend's; with backend 'auto', the"
+            " fastest that keeps top-1 agreement with fp32).",
+            _named_choice("precision", *PRECISIONS),
+        ),
         Setting(
             "batch_size", 0, "Inference batch size; 0 means the measured best.", _non_negative_int
         ),
@@ -161,6 +197,14 @@ class Settings:
             self._values[setting.name] = setting.parse(value)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"invalid value {value!r} for setting {name!r}: {e}") from e
+
+    def text(self, name: str) -> str:
+        """A value as ``SET`` would write it: ``on``/``off`` for switches, ``off`` for an
+        unset target."""
+        value = self._values[_lookup(name).name]
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return "off" if value is None else str(value)
 
     def reset(self, name: str) -> None:
         setting = _lookup(name)

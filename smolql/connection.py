@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ from smolql.catalog.ingest import IngestSummary
 from smolql.catalog.spec import DEFAULT_RENDITIONS
 from smolql.config import PROFILE_SAMPLE, Settings, default_db_path, worker_count
 from smolql.dbapi import Cursor
-from smolql.store import RenditionRoot, open_database
+from smolql.store import RenditionRoot, close_database, open_database
 from smolql.store import cursor as new_cursor
 
 
@@ -47,6 +48,10 @@ class Connection:
         self.duckdb = open_database(self.database)
         self.renditions = RenditionRoot(self.database)
         self.closed = False
+        # One statement at a time per connection: threads that share it take turns (PEP 249
+        # threadsafety 1 does not require sharing, but it must never corrupt or crash).
+        self._lock = threading.RLock()
+        self._busy: set[duckdb.DuckDBPyConnection] = set()  # cursors running a statement
         from smolql.lowres.trained import register_stored
 
         register_stored(self.duckdb)
@@ -79,7 +84,9 @@ class Connection:
         """Run for a DB-API cursor, on the shared connection (one transaction for all)."""
         from smolql.execute import run_script
 
-        return run_script(self.duckdb, self.settings, operation, parameters)
+        self._check()
+        with self._lock:
+            return run_script(self.duckdb, self.settings, operation, parameters)
 
     def create_catalog(
         self,
@@ -240,14 +247,30 @@ class Connection:
         """Run SQL and stream the last statement's rows as Arrow record batches."""
         from smolql.execute import stream_script
 
-        return stream_script(new_cursor(self.duckdb), self.settings, query, params, batch_size)
+        self._check()
+        with self._lock:
+            cur = new_cursor(self.duckdb)
+            return stream_script(cur, self.settings, query, params, batch_size)
 
     def sql(self, query: str, params: Sequence[Any] | dict | None = None) -> pa.Table:
         """Run SQL (SmolQL UDFs, ``SET smolql.*`` and ``EXPLAIN`` included) and return the last
         statement's result as an Arrow table."""
         from smolql.execute import run_script
 
-        return run_script(new_cursor(self.duckdb), self.settings, query, params)
+        self._check()
+        with self._lock:
+            cur = new_cursor(self.duckdb)
+            self._busy.add(cur)
+            try:
+                return run_script(cur, self.settings, query, params)
+            finally:
+                self._busy.discard(cur)
+
+    def interrupt(self) -> None:
+        """Stop the DuckDB work of the statement running on this connection (from another
+        thread, e.g. on Ctrl-C); it then fails with an interrupt error."""
+        for cur in [self.duckdb, *self._busy]:
+            cur.interrupt()
 
     def execute(self, query: str, params: Sequence[Any] | dict | None = None) -> Cursor:
         """Shortcut (as in sqlite3): a new DB-API cursor that has run ``query``; unlike a raw
@@ -255,17 +278,19 @@ class Connection:
         return self.cursor().execute(query, params)
 
     def close(self) -> None:
-        if self.closed:
-            return
+        """Close the connection; closing it again is an error (PEP 249: any operation on a
+        closed connection raises)."""
+        self._check()
         self.closed = True
-        self.duckdb.close()
+        close_database(self.database, self.duckdb)
         self.renditions.close()
 
     def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        if not self.closed:
+            self.close()
 
     def _opts(self, progress: bool | None) -> manage.IngestOptions:
         return manage.IngestOptions(worker_count(self.settings), progress)

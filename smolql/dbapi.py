@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from smolql.errors import InterfaceError, NotSupportedError, ProgrammingError
+from smolql.parse import split
 
 if TYPE_CHECKING:
     from smolql.connection import Connection
@@ -28,6 +29,18 @@ _ROW_STATEMENTS = (
     "select", "with", "values", "from", "show", "describe", "pragma", "summarize", "table",
     "call", "(",
 )  # fmt: skip
+
+
+def _last_statement(operation: str) -> str:
+    """The statement whose result a script returns (DuckDB SQL that sqlglot cannot tokenize
+    counts as one statement)."""
+    if ";" not in operation:
+        return operation
+    try:
+        statements = split(operation)
+    except Exception:
+        return operation
+    return statements[-1] if statements else ""
 
 
 class DBAPITypeObject:
@@ -127,7 +140,7 @@ class Cursor:
     def setinputsizes(self, sizes) -> None:
         self._check()
 
-    def setoutputsizes(self, size, column=None) -> None:
+    def setoutputsize(self, size, column=None) -> None:
         self._check()
 
     # -- fetching ----------------------------------------------------------------------------
@@ -157,6 +170,13 @@ class Cursor:
         return self._table.slice(self._pos)
 
     def fetch_df(self):
+        """The rest of the result as a pandas DataFrame (pandas is installed with SmolQL)."""
+        try:
+            import pandas  # noqa: F401
+        except ImportError as e:
+            raise NotSupportedError(
+                "fetch_df() needs pandas, which is missing here: pip install pandas"
+            ) from e
         return self.fetch_arrow_table().to_pandas()
 
     def fetch_record_batches(self, batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
@@ -180,7 +200,7 @@ class Cursor:
 
     def _set_result(self, operation: str, table: pa.Table | None) -> None:
         self._pos, self._rows = 0, None
-        words = operation.split(None, 2)
+        words = _last_statement(operation).split(None, 2)
         first = words[0].lower() if words else ""
         if first == "explain":
             first = "select"

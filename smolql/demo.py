@@ -90,7 +90,7 @@ def show_classification(con: Connection, catalog: str) -> None:
         {
             "file": [files[i] for i, _, _ in rows],
             "label": [label for _, label, _ in rows],
-            "score": [score for _, _, score in rows],
+            "score": [None if s is None else round(s, 4) for _, _, s in rows],
         }
     )
     choice = con.sql(

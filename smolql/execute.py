@@ -4,8 +4,10 @@ SmolQL settings; EXPLAIN [ANALYZE] of UDF queries."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import duckdb
@@ -15,56 +17,24 @@ from sqlglot.tokens import Tokenizer, TokenType
 
 from smolql import cache
 from smolql.catalog.manage import names as catalog_names
-from smolql.classify import Plan, make_plan, predictions
+from smolql.classify import make_plan
 from smolql.config import SETTINGS, Settings
-from smolql.errors import DecodeError, QueryError
+from smolql.errors import QueryError, SmolQLError
+from smolql.freshness import resolve
 from smolql.models.registry import get_model
-from smolql.ops.pipeline import ImageRef
-from smolql.ops.spec import Rect
 from smolql.parse import classify_statement, parse_one, split, uses_smolql
 from smolql.plan import choose as plan_choice
-from smolql.plan.logical import IMAGE, ROI, QueryPlan, Stage, plan_query
-from smolql.plan.space import ORIGINAL
-from smolql.sqlrun import query_arrow, sql_error
+from smolql.plan.logical import IMAGE, QueryPlan, Stage, plan_query
+from smolql.sqlrun import bound, query_arrow, sql_error
+from smolql.stage import DONE_TABLE, ImageWarning, StageStats, driver_rows, run_stage
+from smolql.store import SCHEMA
 
-VALUE = pa.struct(
-    [
-        ("label", pa.string()),
-        ("score", pa.float64()),
-        ("class_index", pa.int32()),
-        ("model", pa.string()),
-    ]
-)
-IMAGE_FIELDS = {"catalog", "id", "path", "hash"}
 # Rough per-image costs on one core for EXPLAIN's estimate (benchmarks/preprocess.py).
 DECODE_S, RESIZE_S = 0.0015, 0.00025
 
 
-class ImageWarning(UserWarning):
-    """An image could not be decoded; its UDF result is NULL."""
-
-
 class PlanWarning(UserWarning):
     """An accuracy or throughput target could not be used as asked (e.g. no profile yet)."""
-
-
-@dataclass
-class StageStats:
-    driver_rows: int = 0
-    cached: int = 0
-    inferred: int = 0
-    errors: int = 0
-    seconds: float = 0.0
-
-    def add(self, later: StageStats) -> StageStats:
-        """Totals over chunks; ``driver_rows`` is the latest (the pre-filter grows)."""
-        return StageStats(
-            later.driver_rows,
-            self.cached + later.cached,
-            self.inferred + later.inferred,
-            self.errors + later.errors,
-            self.seconds + later.seconds,
-        )
 
 
 @dataclass
@@ -78,12 +48,13 @@ def run_script(
     con: duckdb.DuckDBPyConnection, settings: Settings, sql: str, params=None
 ) -> pa.Table:
     """Run one or more statements; return the last one's result as Arrow."""
-    if not uses_smolql(sql):
-        return query_arrow(con, *_duckdb_params(sql, params))  # exactly DuckDB
-    result = pa.table({})
-    for text in split(sql):
-        result = run_statement(con, settings, text, params)
-    return result
+    with _boundary(con):
+        if not uses_smolql(sql):
+            return query_arrow(con, *_duckdb_params(sql, params))  # exactly DuckDB
+        result = pa.table({})
+        for text in split(sql):
+            result = run_statement(con, settings, text, params)
+        return result
 
 
 def stream_script(
@@ -95,6 +66,11 @@ def stream_script(
 ) -> pa.RecordBatchReader:
     """Like :func:`run_script`, but the last statement's rows arrive as a stream of Arrow
     record batches (the UDF stages run first; DuckDB then streams the final query)."""
+    with _boundary(con):
+        return _stream(con, settings, sql, params, batch_size)
+
+
+def _stream(con, settings: Settings, sql: str, params, batch_size: int) -> pa.RecordBatchReader:
     texts = split(sql) if uses_smolql(sql) else [sql]
     for text in texts[:-1]:
         run_statement(con, settings, text, params)
@@ -110,6 +86,39 @@ def stream_script(
         return con.sql(final, params=final_params).to_arrow_reader(batch_size)
     except duckdb.Error as e:
         raise sql_error(e) from e
+
+
+@contextlib.contextmanager
+def _boundary(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Where SQL meets the user: every DuckDB error leaves as a SmolQL (PEP 249) error, and a
+    missing table in a database without catalogs says so (a mistyped ``--db`` path)."""
+    try:
+        yield
+    except duckdb.Error as e:
+        raise _hint(con, sql_error(e)) from e
+    except SmolQLError as e:
+        raise _hint(con, e) from e.__cause__
+
+
+def _hint(con: duckdb.DuckDBPyConnection, e: SmolQLError) -> SmolQLError:
+    if _missing_table(e) and not _has_catalogs(con):
+        e.message = (
+            f"{e.message}; this database has no catalogs yet (a new, empty database: check"
+            " the path, or create one with `smolql catalog create NAME FOLDER`)"
+        )
+        e.args = (e.message,)
+    return e
+
+
+def _missing_table(e: SmolQLError) -> bool:
+    return "Table with name" in e.message and "does not exist" in e.message
+
+
+def _has_catalogs(con: duckdb.DuckDBPyConnection) -> bool:
+    try:
+        return bool(con.execute(f"SELECT count(*) FROM {SCHEMA}.catalogs").fetchall()[0][0])
+    except duckdb.Error:
+        return True
 
 
 def run_statement(con, settings: Settings, text: str, params=None) -> pa.Table:
@@ -163,15 +172,6 @@ def _duckdb_params(sql: str, params):
     return sql, params
 
 
-def bound(tree: exp.Expression, values: dict) -> dict | None:
-    """The parameters that ``tree`` uses (DuckDB rejects unused ones)."""
-    names = {p.name for p in tree.find_all(exp.Placeholder) if p.name}
-    missing = names - values.keys()
-    if missing:
-        raise QueryError(f"no value given for parameter(s) {', '.join(sorted(missing))}")
-    return {n: values[n] for n in names} or None
-
-
 def _setting(settings: Settings, text: str) -> pa.Table:
     words = text.split(None, 1)
     body = words[1].strip().rstrip(";") if len(words) > 1 else ""
@@ -184,7 +184,7 @@ def _setting(settings: Settings, text: str) -> pa.Table:
         if len(value) >= 2 and value[0] == value[-1] == "'":
             value = value[1:-1].replace("''", "'")
         settings.set(name, value)
-    return pa.table({"setting": [name], "value": [str(getattr(settings, name))]})
+    return pa.table({"setting": [name], "value": [settings.text(name)]})
 
 
 def _cost(con) -> callable:
@@ -203,14 +203,20 @@ def evaluate_stages(
     con, settings: Settings, text: str, values: dict
 ) -> tuple[QueryPlan, QueryStats]:
     """Plan a UDF statement and run its stages; the plan's final query is then ready."""
-    plan = plan_query(parse_one(text), settings.model, _cost(con))
+    plan = plan_query(parse_one(text), settings.model, _cost(con), values)
     plan.params = values
     stats = QueryStats()
+    choices = {s.index: _choose(con, settings, s) for s in plan.stages}
+    for choice in choices.values():
+        if choice.note:
+            warnings.warn(choice.note, PlanWarning, stacklevel=4)
     if plan.early_limit is not None:
-        _run_early(con, settings, plan, stats)
-    else:
-        for stage in plan.stages:
-            stats.stages[stage.index] = _run_stage(con, settings, stage, values=values)
+        _run_early(con, settings, plan, stats, choices)
+        return plan, stats
+    for stage in plan.stages:
+        s, table = run_stage(con, settings, stage, choices[stage.index], values=values)
+        con.register(stage.table, table)
+        stats.stages[stage.index] = s
     return plan, stats
 
 
@@ -223,8 +229,9 @@ def run_query(con, settings: Settings, text: str, values: dict):
     return table, stats, plan
 
 
-def _run_early(con, settings: Settings, plan: QueryPlan, stats: QueryStats) -> None:
-    """LIMIT n without ORDER BY: evaluate the UDFs batch by batch until n rows qualify."""
+def _run_early(con, settings: Settings, plan: QueryPlan, stats: QueryStats, choices: dict) -> None:
+    """LIMIT n without ORDER BY: evaluate the UDFs round by round, each round on new images
+    only, until n rows qualify."""
     first = plan.stages[0]
     ids = [
         r[0]
@@ -234,7 +241,6 @@ def _run_early(con, settings: Settings, plan: QueryPlan, stats: QueryStats) -> N
         ).fetchall()
     ]
     step = (settings.batch_size or 32) * 2
-    done: list[int] = []
     restricted = plan.tree.copy()
     restricted.set("limit", None)
     image_id = exp.Dot(
@@ -245,113 +251,22 @@ def _run_early(con, settings: Settings, plan: QueryPlan, stats: QueryStats) -> N
     )
     restricted = restricted.where(done_filter, copy=False)
     count_sql = f"SELECT count(*) FROM ({restricted.sql('duckdb')})"
+    tables: dict[int, list[pa.Table]] = {s.index: [] for s in plan.stages}
     for start in range(0, max(len(ids), 1), step):
-        done += ids[start : start + step]
-        con.register("__smolql_done", pa.table({"id": pa.array(done, pa.int32())}))
+        chunk = pa.table({"id": pa.array(ids[: start + step], pa.int32())})
+        con.register("__smolql_done", chunk)
+        con.register(DONE_TABLE, chunk.slice(start))
         for stage in plan.stages:
-            s = _run_stage(con, settings, stage, restrict=done, values=plan.params)
+            s, table = run_stage(
+                con, settings, stage, choices[stage.index], restrict=True, values=plan.params
+            )
+            tables[stage.index].append(table)
+            con.register(stage.table, pa.concat_tables(tables[stage.index]))
             stats.stages[stage.index] = stats.stages.get(stage.index, StageStats()).add(s)
         count = con.execute(count_sql, bound(restricted, plan.params)).fetchall()[0][0]
         if count >= plan.early_limit:
             break
     plan.tree = restricted.limit(plan.early_limit, copy=False)
-
-
-def _driver_rows(
-    con, stage: Stage, restrict: list[int] | None, values: dict | None = None
-) -> pa.Table:
-    sql = stage.driver.sql("duckdb")
-    if restrict is not None:
-        sql = f"SELECT * FROM ({sql}) WHERE ({IMAGE}).id IN (SELECT id FROM __smolql_done)"
-    try:
-        table = con.sql(sql, params=bound(stage.driver, values or {})).to_arrow_table()
-    except duckdb.Error as e:
-        raise sql_error(e) from e
-    kind = table.schema.field(IMAGE).type
-    if not (pa.types.is_struct(kind) and {f.name for f in kind} >= IMAGE_FIELDS):
-        raise QueryError(
-            f"{stage.call.kind}() takes an image (a catalog's image column, or crop(image, ...)),"
-            f" not {kind}"
-        )
-    return table
-
-
-def _run_stage(
-    con,
-    settings: Settings,
-    stage: Stage,
-    restrict: list[int] | None = None,
-    values: dict | None = None,
-) -> StageStats:
-    start = time.perf_counter()
-    call = stage.call
-    rows = _driver_rows(con, stage, restrict, values).to_pylist()
-    stats = StageStats(driver_rows=len(rows))
-    keys: dict[tuple[str, str], dict] = {}
-    for r in rows:
-        img = r[IMAGE]
-        if img is None:
-            continue
-        roi = tuple(r[n] for n in ROI) if call.roi else None
-        roi_key = ",".join(map(str, roi)) if roi else ""
-        keys.setdefault((img["hash"], roi_key), {"img": img, "roi": roi})
-    choice = _choose(con, settings, stage)
-    if choice.note:
-        warnings.warn(choice.note, PlanWarning, stacklevel=2)
-    source = choice.plan.source if choice.plan else ORIGINAL
-    refs = _refs(con, keys, source)
-    plan = _udf_plan(con, settings, refs, call.model, choice)
-    spec = plan.spec
-    plan_key = _plan_key(plan)
-    weights = spec.weights_hash()
-    key_table = pa.table({"hash": [h for h, _ in keys], "roi": [r for _, r in keys]})
-    found = (
-        cache.lookup(con, key_table, spec.name, weights, plan_key, call.k) if settings.cache else {}
-    )
-    stats.cached = len(found)
-    todo = [r for r in refs if r.key not in found]
-    fresh: list[tuple[str, str, list]] = []
-    if todo:
-        for p in predictions(plan, todo, k=call.k, progress=False):
-            if p.error:
-                stats.errors += 1
-                if settings.on_error == "fail":
-                    path, _, reason = p.error.partition(": ")
-                    raise DecodeError(f"cannot classify image: {reason}", file=path)
-                warnings.warn(p.error, ImageWarning, stacklevel=2)
-                continue
-            topk = [{"class_index": i, "label": lab, "score": sc} for i, lab, sc in p.topk]
-            found[p.key] = topk
-            fresh.append((p.key[0], p.key[1], topk))
-        stats.inferred = len(todo)
-        if settings.cache:
-            cache.store(con, fresh, spec.name, weights, plan_key, call.k)
-    con.register(stage.table, _results(keys, found, call, spec.name))
-    stats.seconds = time.perf_counter() - start
-    return stats
-
-
-def _udf_plan(
-    con, settings: Settings, refs: list[ImageRef], model: str, choice: plan_choice.Choice
-) -> Plan:
-    """The chosen profiled plan, or the model at full quality with the measured backend."""
-    return make_plan(
-        con,
-        settings,
-        refs,
-        model=model,
-        backend=None,
-        precision=None,
-        batch_size=None,
-        rendition=None,
-        physical=choice.plan,
-    )
-
-
-def _plan_key(plan: Plan) -> str:
-    """The plan part of the cache key: what else could change a result for the same image
-    (the weights are a key column of their own)."""
-    return plan.physical.key
 
 
 def _stage_catalog(con, stage: Stage) -> str | None:
@@ -378,101 +293,39 @@ def _choose(con, settings: Settings, stage: Stage) -> plan_choice.Choice:
     )
 
 
-def _refs(con, keys: dict, source: str = ORIGINAL) -> list[ImageRef]:
-    pairs = {(v["img"]["catalog"], v["img"]["id"]) for v in keys.values()}
-    orientation, renditions = {}, {}
-    if pairs:
-        con.register(
-            "__smolql_ids",
-            pa.table(
-                {
-                    "catalog": [c for c, _ in pairs],
-                    "id": pa.array([i for _, i in pairs], pa.int32()),
-                }
-            ),
-        )
-        orientation = {
-            (c, i): o
-            for c, i, o in con.execute(
-                "SELECT i.catalog, i.id, i.orientation FROM smolql.images i"
-                " JOIN __smolql_ids q USING (catalog, id)"
-            ).fetchall()
-        }
-        if source != ORIGINAL:
-            renditions = {
-                (c, i): p
-                for c, i, p in con.execute(
-                    "SELECT r.catalog, r.image_id, r.path FROM smolql.renditions r"
-                    " JOIN __smolql_ids q ON r.catalog = q.catalog AND r.image_id = q.id"
-                    " WHERE r.spec = ?",
-                    [source],
-                ).fetchall()
-            }
-        con.unregister("__smolql_ids")
-    refs = []
-    for key, v in keys.items():
-        img, roi = v["img"], v["roi"]
-        rect = None
-        if roi is not None:
-            if any(a is None for a in roi):
-                continue
-            try:
-                rect = Rect(*(int(a) for a in roi))
-            except QueryError:
-                continue  # an empty or negative region has no result: NULL
-        o = orientation.get((img["catalog"], img["id"]))
-        small = renditions.get((img["catalog"], img["id"])) if source != ORIGINAL else None
-        if small is not None and rect is None:
-            refs.append(ImageRef(key, small, 1))  # renditions are stored upright
-        else:
-            refs.append(ImageRef(key, img["path"], o, rect))
-    return refs
-
-
-def _results(keys: dict, found: dict, call, model: str) -> pa.Table:
-    """The stage's lookup table: hash, region and the UDF value (NULL where no result)."""
-    values = []
-    for key in keys:
-        topk = found.get(key)
-        items = [{**t, "model": model} for t in topk] if topk is not None else None
-        values.append(items if items is None or call.kind == "classify_topk" else items[0])
-    rois = [v["roi"] or (None,) * 4 for v in keys.values()]
-    columns = {"__hash": pa.array([h for h, _ in keys], pa.string())}
-    for i, name in enumerate(ROI):
-        columns[name] = pa.array([r[i] for r in rois], pa.int64())
-    value_type = pa.list_(VALUE) if call.kind == "classify_topk" else VALUE
-    columns["__v"] = pa.array(values, value_type)
-    return pa.table(columns)
-
-
-def _describe(stage: Stage) -> str:
+def _describe(stage: Stage, model: str | None = None) -> str:
     call = stage.call
     roi = "crop(...) region" if call.roi else "the model's centre crop"
     return (
-        f"{call.kind}({call.image.sql('duckdb')}{', crop' if call.roi else ''}) model={call.model}"
+        f"{call.kind}({call.image.sql('duckdb')}{', crop' if call.roi else ''})"
+        f" model={model or call.model}"
         + (f" k={call.k}" if call.kind == "classify_topk" else "")
         + f"; ROI pushdown: partial JPEG decode of {roi}"
     )
 
 
 def explain(con, settings: Settings, tree: exp.Expression, values: dict | None = None) -> list[str]:
-    plan = plan_query(tree, settings.model, _cost(con))
+    plan = plan_query(tree, settings.model, _cost(con), values)
     lines = []
     for stage in plan.stages:
-        rows = _driver_rows(con, stage, None, values) if not _depends(stage, plan) else None
+        rows = driver_rows(con, stage, False, values) if not _depends(stage, plan) else None
         n = rows.num_rows if rows is not None else None
         choice = _choose(con, settings, stage)
-        p = _udf_plan(con, settings, [], stage.call.model, choice)
+        p = make_plan(
+            con, settings, [], model=stage.call.model, backend=None, precision=None,
+            batch_size=None, rendition=None, physical=choice.plan,
+        )  # fmt: skip
         cached = 0
         if rows is not None and settings.cache:
-            hashes = [r["hash"] for r in rows.column(IMAGE).to_pylist() if r]
-            keys = pa.table({"hash": hashes, "roi": [""] * len(hashes)})
+            images = [r for r in rows.column(IMAGE).to_pylist() if r]
+            hashes = sorted({c.hash for c in resolve(con, images).values() if c.hash})
+            keys = pa.table({"hash": pa.array(hashes, pa.string()), "roi": [""] * len(hashes)})
             cached = len(
                 cache.lookup(
-                    con, keys, p.spec.name, p.spec.weights_hash(), _plan_key(p), stage.call.k
+                    con, keys, p.spec.name, p.spec.weights_hash(), p.physical.key, stage.call.k
                 )
             )
-        lines.append(f"Stage {stage.index}: {_describe(stage)}")
+        lines.append(f"Stage {stage.index}: {_describe(stage, p.spec.name)}")
         lines.append(f"  pre-filter (DuckDB): {stage.driver.sql('duckdb')}")
         lines.append(f"  rows: {n if n is not None else 'depends on an earlier stage'}")
         lines.append(
@@ -487,7 +340,7 @@ def explain(con, settings: Settings, tree: exp.Expression, values: dict | None =
                 seconds = todo / choice.chosen.per_s
                 lines.append(f"  est. cost: {seconds:.2f} s for {todo} images (cost model)")
             else:
-                infer_s = todo * _cost(con)(stage.call.model)
+                infer_s = todo * _cost(con)(p.spec.name)
                 lines.append(
                     f"  est. cost: decode {todo * DECODE_S:.2f} s,"
                     f" resize/normalise {todo * RESIZE_S:.2f} s,"
@@ -519,4 +372,4 @@ def explain_analyze(plan: QueryPlan, stats: QueryStats) -> list[str]:
     return lines
 
 
-__all__ = ["SETTINGS", "run_script"]
+__all__ = ["SETTINGS", "ImageWarning", "PlanWarning", "run_script"]

@@ -8,6 +8,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from sqlglot import exp
 
 from smolql.errors import ConstraintError, ExecutionError, ParseError, QueryError
 
@@ -23,6 +24,15 @@ def query_arrow(
         return relation.to_arrow_table() if relation is not None else pa.table({})
     except duckdb.Error as e:
         raise sql_error(e) from e
+
+
+def bound(tree: exp.Expression, values: dict) -> dict | None:
+    """The parameters that ``tree`` uses (DuckDB rejects unused ones)."""
+    names = {p.name for p in tree.find_all(exp.Placeholder) if p.name}
+    missing = names - values.keys()
+    if missing:
+        raise QueryError(f"no value given for parameter(s) {', '.join(sorted(missing))}")
+    return {n: values[n] for n in names} or None
 
 
 def sql_error(e: duckdb.Error) -> ParseError | QueryError | ConstraintError | ExecutionError:
@@ -45,7 +55,7 @@ def sql_error(e: duckdb.Error) -> ParseError | QueryError | ConstraintError | Ex
             context = f"  {m.group(2)}\n  {' ' * (column - 1)}{caret.strip()}"
             lines = lines[:i]
             break
-    message = "\n".join(x for x in lines if x).strip()
+    message = " ".join(x.strip() for x in lines if x.strip())  # one line, e.g. with candidates
     if isinstance(e, duckdb.ParserException):
         cls = ParseError
     elif isinstance(e, duckdb.ConstraintException):

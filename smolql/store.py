@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
+from typing import ClassVar
 
 import duckdb
 
@@ -22,7 +24,12 @@ _DDL = (
         catalog VARCHAR, id INTEGER, file VARCHAR, path VARCHAR, format VARCHAR,
         width INTEGER, height INTEGER, stored_width INTEGER, stored_height INTEGER,
         mode VARCHAR, bytes BIGINT, mtime TIMESTAMP, mtime_ns BIGINT, hash VARCHAR,
-        orientation TINYINT, progressive BOOLEAN, subsampling VARCHAR)""",
+        orientation TINYINT, progressive BOOLEAN, subsampling VARCHAR,
+        ctime_ns BIGINT, inode BIGINT)""",
+    # Databases made before the file signature had ctime and inode: their rows get NULLs,
+    # which count as "unverified" (the content is hashed again before it is trusted).
+    f"ALTER TABLE {SCHEMA}.images ADD COLUMN IF NOT EXISTS ctime_ns BIGINT",
+    f"ALTER TABLE {SCHEMA}.images ADD COLUMN IF NOT EXISTS inode BIGINT",
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.renditions (
         catalog VARCHAR, image_id INTEGER, spec VARCHAR, path VARCHAR,
         width INTEGER, height INTEGER, bytes BIGINT, hash VARCHAR)""",
@@ -56,17 +63,66 @@ _DDL = (
 ALIAS = "smolqldb"
 
 
+class Database:
+    """One DuckDB instance per database file in this process, shared by every connection to
+    it (DuckDB refuses to attach one file twice): each SmolQL connection gets its own DuckDB
+    connection to the shared instance, and the instance closes with the last of them."""
+
+    _lock = threading.Lock()
+    _open: ClassVar[dict[str, tuple[duckdb.DuckDBPyConnection, int]]] = {}
+
+    @classmethod
+    def connect(cls, path: str) -> duckdb.DuckDBPyConnection:
+        if path == MEMORY:
+            return _initialise(duckdb.connect(MEMORY))
+        key = os.path.realpath(path)
+        with cls._lock:
+            base, users = cls._open.get(key, (None, 0))
+            if base is None:
+                base = _initialise(_attach(path))
+            cls._open[key] = (base, users + 1)
+            return cursor(base)
+
+    @classmethod
+    def release(cls, path: str, con: duckdb.DuckDBPyConnection) -> None:
+        con.close()
+        if path == MEMORY:
+            return
+        key = os.path.realpath(path)
+        with cls._lock:
+            base, users = cls._open.get(key, (None, 0))
+            if base is None:
+                return
+            if users <= 1:
+                del cls._open[key]
+                base.close()
+            else:
+                cls._open[key] = (base, users - 1)
+
+
 def open_database(path: str) -> duckdb.DuckDBPyConnection:
-    """Open (creating if needed) a SmolQL database and make sure its system schema exists."""
+    """Open (creating if needed) a SmolQL database and make sure its system schema exists;
+    close it with :func:`close_database`."""
+    return Database.connect(path)
+
+
+def close_database(path: str, con: duckdb.DuckDBPyConnection) -> None:
+    Database.release(path, con)
+
+
+def _attach(path: str) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(MEMORY)
-    if path != MEMORY:
-        literal = "'" + path.replace("'", "''") + "'"
-        try:
-            con.execute(f"ATTACH {literal} AS {ALIAS}")
-        except duckdb.Error as e:
-            con.close()
-            raise CatalogError(f"cannot open database: {e}", file=path) from e
-        con.execute(f"USE {ALIAS}")
+    literal = "'" + path.replace("'", "''") + "'"
+    try:
+        con.execute(f"ATTACH {literal} AS {ALIAS}")
+    except duckdb.Error as e:
+        con.close()
+        raise CatalogError(f"cannot open database: {e}", file=path) from e
+    con.execute(f"USE {ALIAS}")
+    return con
+
+
+def _initialise(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     for statement in _DDL:
         con.execute(statement)
     return con

@@ -36,7 +36,8 @@ def small_dir(tmp_path: Path) -> Path:
 def con(tmp_path: Path):
     connection = smolql.connect(str(tmp_path / "test.duckdb"))
     yield connection
-    connection.close()
+    if not connection.closed:  # a test may close it (a second close is an error)
+        connection.close()
 
 
 @pytest.fixture(scope="session")

@@ -130,7 +130,7 @@ def test_errors_map_onto_pep249(db):
     with pytest.raises(smolql.ProgrammingError, match="no result set"):
         cur.execute("CREATE TABLE x (a INT)").fetchall()
     cur.setinputsizes([1])
-    cur.setoutputsizes(1)
+    cur.setoutputsize(1)
 
 
 def test_udf_queries_through_the_cursor_and_data_error(db, small_dir):

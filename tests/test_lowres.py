@@ -43,7 +43,8 @@ def trained(tmp_path_factory):
     broken.write_bytes(broken.read_bytes()[:2000])
     outcome = con.train("pics", model=BASE, rendition=RENDITION, epochs=2, limit=17)
     yield con, db, outcome, str(broken)
-    con.close()
+    if not con.closed:  # the last test closes it for another process
+        con.close()
 
 
 def test_the_degraded_twin_is_the_catalogs_rendition(tmp_path):

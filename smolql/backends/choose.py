@@ -15,6 +15,7 @@ import numpy as np
 
 from smolql.backends.cpu import machine_id
 from smolql.backends.registry import available
+from smolql.errors import InferenceError
 from smolql.models.spec import ModelSpec
 from smolql.store import SCHEMA, fetch_one
 
@@ -93,6 +94,27 @@ def stored_choice(con: duckdb.DuckDBPyConnection, spec: ModelSpec) -> Measuremen
         [spec.name, spec.weights_hash(), machine_id()],
     )
     return Measurement(*row) if row else None
+
+
+def with_precision(con: duckdb.DuckDBPyConnection, spec: ModelSpec, precision: str) -> Measurement:
+    """The fastest measured (backend, batch size) at an explicitly asked ``precision``; an
+    unmeasured precision (int8) goes to the first backend that offers it."""
+    row = fetch_one(
+        con,
+        f"SELECT backend, precision, batch_size, images_per_s, top1_agreement"
+        f" FROM {SCHEMA}.backend_profiles WHERE model = ? AND weights = ? AND machine = ?"
+        " AND precision = ? ORDER BY images_per_s DESC LIMIT 1",
+        [spec.name, spec.weights_hash(), machine_id(), precision],
+    )
+    if row:
+        return Measurement(*row)
+    offering = [n for n, b in available().items() if precision in b.capabilities().precisions]
+    if not offering:
+        raise InferenceError(
+            f"no backend here offers precision {precision!r}"
+            f" (on this machine: {', '.join(sorted({p for _, p in candidates()}))})"
+        )
+    return Measurement(offering[0], precision, 32, 0.0, 0.0)
 
 
 def store(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ms: list[Measurement]) -> Measurement:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from smolql.catalog.spec import RenditionSpec
 from smolql.catalog.worker import TMP_MARK, Ingested, Skipped, ingest_file
+from smolql.freshness import signature
 from smolql.imaging.decode import turbo
 from smolql.store import SCHEMA, fetch_one
 
@@ -99,9 +100,11 @@ def _plan(
     specs: tuple[RenditionSpec, ...],
 ) -> _Work:
     existing = {
-        path: (image_id, size, mtime_ns)
-        for image_id, path, size, mtime_ns in con.execute(
-            f"SELECT id, path, bytes, mtime_ns FROM {SCHEMA}.images WHERE catalog = ?", [catalog]
+        path: (image_id, tuple(recorded))
+        for image_id, path, *recorded in con.execute(
+            f"SELECT id, path, bytes, mtime_ns, ctime_ns, inode FROM {SCHEMA}.images"
+            " WHERE catalog = ?",
+            [catalog],
         ).fetchall()
     }
     renditions: dict[int, set[str]] = {}
@@ -118,8 +121,8 @@ def _plan(
             todo.append((next_id, path))
             next_id += 1
             continue
-        image_id, size, mtime_ns = existing[path]
-        if _changed(path, size, mtime_ns) or not wanted <= renditions.get(image_id, set()):
+        image_id, recorded = existing[path]
+        if _changed(path, recorded) or not wanted <= renditions.get(image_id, set()):
             todo.append((image_id, path))
     present = set(paths)
     gone = [(v[0], p) for p, v in existing.items() if p not in present]
@@ -130,12 +133,15 @@ def _plan(
     )
 
 
-def _changed(path: str, size: int, mtime_ns: int) -> bool:
+def _changed(path: str, recorded: tuple) -> bool:
+    """Whether a file may differ from what was ingested: any change of size, mtime, ctime or
+    inode (a replacement with the same size and mtime still changes ctime and usually the
+    inode; rows from before ctime was recorded count as changed)."""
     try:
         st = os.stat(path)
     except OSError:
         return True
-    return st.st_size != size or st.st_mtime_ns != mtime_ns
+    return signature(st) != recorded
 
 
 def _run(

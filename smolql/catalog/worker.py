@@ -5,7 +5,6 @@ It runs in worker threads: libjpeg-turbo, OpenCV and hashlib release the GIL.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from datetime import datetime
 
 from smolql.catalog.spec import RenditionSpec
 from smolql.errors import DecodeError
+from smolql.freshness import content_hash
 from smolql.imaging.decode import decode_rgb
 from smolql.imaging.encode import encode, shrink_to_short_side
 from smolql.imaging.probe import probe
@@ -62,9 +62,9 @@ def ingest_file(
 
 
 def _ingest(path: str, specs: tuple[RenditionSpec, ...], out_dir: str, max_pixels: int) -> Ingested:
-    st = os.stat(path)
     with open(path, "rb") as f:
         data = f.read()
+        st = os.fstat(f.fileno())  # after the read: the signature of the bytes hashed below
     info = probe(data, path)
     if info.pixels > max_pixels:
         raise DecodeError(
@@ -72,7 +72,7 @@ def _ingest(path: str, specs: tuple[RenditionSpec, ...], out_dir: str, max_pixel
             f"{max_pixels:,} (setting max_image_pixels)",
             file=path,
         )
-    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    digest = content_hash(data)
     renditions: tuple[Rendition, ...] = ()
     if specs:
         largest = max(s.short_side for s in specs)
@@ -90,6 +90,8 @@ def _ingest(path: str, specs: tuple[RenditionSpec, ...], out_dir: str, max_pixel
         "bytes": st.st_size,
         "mtime": datetime.fromtimestamp(st.st_mtime),
         "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
         "hash": digest,
         "orientation": info.orientation,
         "progressive": info.progressive,

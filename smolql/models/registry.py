@@ -10,6 +10,7 @@ True
 from __future__ import annotations
 
 import os
+import threading
 from importlib.metadata import entry_points
 
 from smolql.errors import InferenceError
@@ -19,6 +20,8 @@ from smolql.suggest import did_you_mean
 ENTRY_POINT_GROUP = "smolql.models"
 _MODELS: dict[str, ModelSpec] = {}
 _loaded = False
+# Plugins load once per process, whichever thread asks first; the others wait for it.
+_load_lock = threading.RLock()
 
 
 def register_model(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
@@ -57,12 +60,17 @@ def _load_plugins() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    with _load_lock:
+        if _loaded:
+            return
         try:
-            register = ep.load()
-        except ImportError as e:
-            raise InferenceError(
-                f"model plugin {ep.name!r} ({ep.value}) failed to import: {e}"
-            ) from e
-        register(register_model)
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                try:
+                    register = ep.load()
+                except ImportError as e:
+                    raise InferenceError(
+                        f"model plugin {ep.name!r} ({ep.value}) failed to import: {e}"
+                    ) from e
+                register(register_model)
+        finally:
+            _loaded = True  # a broken plugin is reported once; the other models stay usable

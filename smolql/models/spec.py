@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cache
+from importlib import resources
 
 from smolql.errors import InferenceError
 from smolql.ops.spec import Transform
@@ -78,7 +79,7 @@ def _file_hash(path: str, size: int, mtime_ns: int) -> str:
 
 @cache
 def imagenet_labels() -> tuple[str, ...]:
-    """The 1000 ImageNet class names, from torchvision's bundled metadata (no download)."""
-    from torchvision.models import ResNet50_Weights
-
-    return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    """The 1000 ImageNet class names (torchvision's list, shipped as a data file so that naming
+    a model does not import torchvision)."""
+    text = resources.files("smolql.models").joinpath("imagenet_classes.txt").read_text("utf-8")
+    return tuple(text.splitlines())

@@ -27,6 +27,7 @@ class Prediction:
     score: float | None
     topk: tuple[tuple[int, str, float], ...] = ()
     error: str | None = None
+    digest: str | None = None  # content hash of the bytes decoded, where the ref asked
 
 
 def split_threads(cores: int, decode_cost: float, infer_cost: float) -> tuple[int, int]:
@@ -75,10 +76,11 @@ def classify_stream(
                 yield Prediction(err.key, None, None, None, error=f"{err.path}: {err.reason}")
             if batch.keys:
                 idx, prob = softmax_topk(session.run(batch.tensor), k)
-                for key, row_idx, row_p in zip(batch.keys, idx, prob, strict=True):
+                rows = zip(batch.keys, batch.digests, idx, prob, strict=True)
+                for key, digest, row_idx, row_p in rows:
                     top = tuple(
                         (int(i), spec.labels[i], float(p))
                         for i, p in zip(row_idx, row_p, strict=True)
                     )
-                    yield Prediction(key, top[0][0], top[0][1], top[0][2], top)
+                    yield Prediction(key, top[0][0], top[0][1], top[0][2], top, digest=digest)
             bar.update(len(batch.keys) + len(batch.errors))

@@ -12,7 +12,7 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 
 import numpy as np
@@ -30,7 +30,8 @@ class ImageError:
 
 @dataclass
 class Batch:
-    """``tensor[i]`` is the image ``keys[i]``; images that failed are in ``errors`` instead.
+    """``tensor[i]`` is the image ``keys[i]`` (content hash ``digests[i]`` where its ref asked
+    for one); images that failed are in ``errors`` instead.
 
     ``tensor`` is a view into a pooled buffer, valid until the next batch is requested; copy it
     to keep it longer.
@@ -39,6 +40,7 @@ class Batch:
     keys: list
     tensor: np.ndarray
     errors: list[ImageError]
+    digests: list[str | None] = field(default_factory=list)
 
 
 _DONE = object()
@@ -108,25 +110,26 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
             continue
 
 
-def _one(pre: Preprocessor, ref: ImageRef, slot: np.ndarray) -> str | None:
+def _one(pre: Preprocessor, ref: ImageRef, slot: np.ndarray) -> tuple[str | None, str | None]:
+    """(error reason, content hash) of one image."""
     try:
-        pre.run(ref, slot)
+        return None, pre.run(ref, slot)
     except DecodeError as e:
-        return e.message
+        return e.message, None
     except MemoryError:
-        return "out of memory while decoding"
+        return "out of memory while decoding", None
     except Exception as e:  # a decoder choking on odd data must not break the batch
-        return f"cannot decode: {type(e).__name__}: {e}"
-    return None
+        return f"cannot decode: {type(e).__name__}: {e}", None
 
 
 def _collect(chunk: list[ImageRef], buffer: np.ndarray, futures: list[Future]) -> Batch:
-    reasons = [f.result() for f in futures]
-    ok = [i for i, r in enumerate(reasons) if r is None]
-    errors = [ImageError(chunk[i].key, chunk[i].path, r) for i, r in enumerate(reasons) if r]
+    results = [f.result() for f in futures]
+    ok = [i for i, (r, _) in enumerate(results) if r is None]
+    errors = [ImageError(chunk[i].key, chunk[i].path, r) for i, (r, _) in enumerate(results) if r]
     if len(ok) < len(chunk):
         buffer[: len(ok)] = buffer[ok]  # move the good images together, in order
-    return Batch([chunk[i].key for i in ok], buffer[: len(ok)], errors)
+    digests = [results[i][1] for i in ok]
+    return Batch([chunk[i].key for i in ok], buffer[: len(ok)], errors, digests)
 
 
 def _drain(pending: queue.Queue, free: queue.Queue) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ import numpy as np
 from smolql import _jpeg
 from smolql.config import PILLOW_PIXEL_LIMIT
 from smolql.errors import DecodeError
+from smolql.freshness import Expected
 from smolql.imaging.probe import probe
 from smolql.ops.geometry import plan_image
 from smolql.ops.spec import Rect, SourceInfo, TensorSpec, Transform
@@ -21,12 +23,14 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @dataclass(frozen=True)
 class ImageRef:
     """An image to preprocess. ``key`` travels with it into the batch (e.g. a catalog id);
-    ``orientation`` None means "read it from the file's EXIF"; ``roi`` is in displayed pixels."""
+    ``orientation`` None means "read it from the file's EXIF"; ``roi`` is in displayed pixels;
+    with ``expect``, :meth:`Preprocessor.run` returns the content hash of the bytes it decoded."""
 
     key: object
     path: str
     orientation: int | None = None
     roi: Rect | None = None
+    expect: Expected | None = None
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,13 @@ class Preprocessor:
         except ValueError as e:
             raise DecodeError(str(e), file=ref.path) from e
 
-    def run(self, ref: ImageRef, out: np.ndarray) -> None:
-        """Read, plan and preprocess one image into ``out`` (a (3, C, C) float32 slot)."""
+    def run(self, ref: ImageRef, out: np.ndarray) -> str | None:
+        """Read, plan and preprocess one image into ``out`` (a (3, C, C) float32 slot); return
+        the content hash of the bytes decoded when ``ref.expect`` asks for it."""
         try:
             with open(ref.path, "rb") as f:
                 data = f.read()
+                st = os.fstat(f.fileno()) if ref.expect is not None else None
         except OSError as e:
             raise DecodeError(f"cannot read file: {e.strerror or e}", file=ref.path) from e
         plan = self.plan(data, ref)
@@ -74,6 +80,7 @@ class Preprocessor:
             plan.run(data, out)
         except ValueError as e:
             raise DecodeError(f"corrupt or truncated image: {e}", file=ref.path) from e
+        return ref.expect.digest(data, st) if ref.expect is not None else None
 
 
 def source_info(data: bytes, ref: ImageRef) -> SourceInfo:

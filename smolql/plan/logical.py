@@ -3,9 +3,10 @@
 Each distinct UDF call becomes a *stage*: a driver query (the relational pre-filter: the
 call's FROM and JOINs with every WHERE conjunct that needs no unevaluated UDF) selects the
 images to evaluate; the call is then replaced everywhere by a lookup into the stage's results,
-keyed by content hash (and region). Stages run cheapest model first, and a later stage's
-driver already filters on the earlier stages' results, so an expensive model only sees the
-rows a cheap one let through.
+keyed by the image value's path and hash (and the crop arguments); the executor fills each
+key with the result for the content at that path now. Stages run cheapest model first, and a
+later stage's driver already filters on the earlier stages' results, so an expensive model
+only sees the rows a cheap one let through.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from sqlglot import exp
 
 from smolql.udf import UdfCall, find_calls, is_udf
 
-IMAGE, ROI = "__img", ("__x", "__y", "__w", "__h")
+IMAGE = "__img"
+
+
+def roi_names(n: int) -> list[str]:
+    """Driver columns of a call's crop arguments (four per box)."""
+    return [f"__roi{i}" for i in range(n)]
 
 
 @dataclass
@@ -44,10 +50,16 @@ class QueryPlan:
         return self.tree.sql("duckdb")
 
 
-def plan_query(tree: exp.Expression, default_model: str, cost: Callable[[str], float]) -> QueryPlan:
-    """Build stages (cheapest computable first) and rewrite ``tree`` in place."""
+def plan_query(
+    tree: exp.Expression,
+    default_model: str,
+    cost: Callable[[str], float],
+    values: dict | None = None,
+) -> QueryPlan:
+    """Build stages (cheapest computable first, numbered in that order) and rewrite ``tree``
+    in place; ``values`` are the bound parameters."""
     _name_projections(tree)
-    calls = find_calls(tree, default_model)
+    calls = find_calls(tree, default_model, values)
     early_limit, root_image = _early_limit(tree, calls)
     groups: dict[tuple, Stage] = {}
     for call in calls:
@@ -60,6 +72,7 @@ def plan_query(tree: exp.Expression, default_model: str, cost: Callable[[str], f
         # Predicates first (cheapest model first), so that UDFs in the select list only see
         # the rows that pass them.
         stage = min(ready or pending, key=lambda s: (not _in_where(s), cost(s.call.model), s.index))
+        stage.index = len(ordered) + 1  # numbered in the order they run
         stage.driver = _driver(tree, stage)
         for node in stage.nodes:
             node.replace(_lookup(stage))
@@ -103,7 +116,8 @@ def _driver(tree: exp.Expression, stage: Stage) -> exp.Select:
     call = stage.call
     projections = [exp.alias_(call.image.copy(), IMAGE)]
     if call.roi:
-        projections += [exp.alias_(a.copy(), n) for a, n in zip(call.roi, ROI, strict=True)]
+        names = roi_names(len(call.roi))
+        projections += [exp.alias_(a.copy(), n) for a, n in zip(call.roi, names, strict=True)]
     driver = exp.Select(expressions=projections, distinct=exp.Distinct())
     if select.args.get("from_"):
         driver.set("from_", select.args["from_"].copy())
@@ -121,15 +135,20 @@ def _driver(tree: exp.Expression, stage: Stage) -> exp.Select:
 
 
 def _lookup(stage: Stage) -> exp.Subquery:
-    """``(SELECT __v FROM <results> WHERE __hash = (image).hash [AND roi matches])``."""
+    """``(SELECT __v FROM <results> WHERE __path = (image).path AND __hash = (image).hash
+    [AND crop arguments match])``."""
     call = stage.call
-    cond: exp.Expression = exp.EQ(
-        this=exp.column("__hash", "__r"),
-        expression=exp.Dot(
-            this=exp.Paren(this=call.image.copy()), expression=exp.to_identifier("hash")
-        ),
-    )
-    for arg, name in zip(call.roi or (), ROI, strict=False):
+    cond: exp.Expression | None = None
+    for field_name in ("path", "hash"):
+        eq = exp.EQ(
+            this=exp.column(f"__{field_name}", "__r"),
+            expression=exp.Dot(
+                this=exp.Paren(this=call.image.copy()), expression=exp.to_identifier(field_name)
+            ),
+        )
+        cond = eq if cond is None else exp.And(this=cond, expression=eq)
+    names = roi_names(len(call.roi or ()))
+    for arg, name in zip(call.roi or (), names, strict=True):
         cond = exp.And(
             this=cond, expression=exp.EQ(this=exp.column(name, "__r"), expression=arg.copy())
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,7 +119,12 @@ def profile_catalog(
     batch = {name: d[2] for name, d in defaults.items()}
     cores = os.cpu_count() or 1
     workers, threads = split_threads(cores, decode_cost=1.5, infer_cost=10.0)
-    say(f"profiling {len(plans)} plans on {len(images)} sampled images of {catalog!r}")
+    runs = len(plans) * len(images) * options.repeats
+    say(
+        f"profiling {len(plans)} plans on {len(images)} sampled images of {catalog!r},"
+        f" {options.repeats} rounds: {runs:,} image runs, roughly"
+        f" {_minutes(runs / _rough_rate(con))} (refined after the first round)"
+    )
 
     costs = stage_costs(plans, images)
     model = fit_stage_costs([c for cs in costs.values() for c in cs], cores)
@@ -137,7 +143,11 @@ def profile_catalog(
     times: dict[PhysicalPlan, list[float]] = {plan: [] for plan in plans}
     infer_times: dict[tuple, list[float]] = {infer_key(plan): [] for plan in plans}
     sharing = Counter(infer_key(plan) for plan in plans)
+    started = time.monotonic()
     for round_ in range(options.repeats):
+        if round_ == 1:
+            took = time.monotonic() - started
+            say(f"round 1 took {took:.0f} s: about {_minutes(took * (options.repeats - 1))} left")
         say(f"round {round_ + 1}/{options.repeats}")
         for plan in plans:
             if not round_:
@@ -176,6 +186,17 @@ def profile_catalog(
     _mark_reference(report)
     store(con, report)
     return report
+
+
+def _rough_rate(con: duckdb.DuckDBPyConnection) -> float:
+    """Images/s to expect of one plan end to end, before any was run: half the fastest
+    inference rate measured on this database (decoding shares the cores), else 50."""
+    row = con.execute(f"SELECT max(images_per_s) FROM {SCHEMA}.backend_profiles").fetchall()
+    return max(row[0][0] / 2, 1.0) if row and row[0][0] else 50.0
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _plan_space(

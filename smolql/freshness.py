@@ -1,0 +1,122 @@
+"""What is at an image's path now: the result cache may only answer for that content.
+
+An image value (``STRUCT(catalog, id, path, hash)``) says what a file held when it was ingested;
+the file may have been replaced, truncated or deleted since, and a hand-built value may pair any
+path with any hash. Before a query trusts a value's hash it checks the file's stat signature
+(size, mtime, ctime, inode) against the one recorded at ingest for that very catalog row, path
+and hash, as git does for its index: any write changes mtime and ctime, and a replacement also
+the inode. When anything differs, or the value matches no catalog row, the file is read and
+hashed, so the key is always the hash of the bytes that are there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from smolql.store import SCHEMA
+
+HASH_BYTES = 16  # BLAKE2b-128, as ingest records it
+
+Signature = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+
+
+def signature(st: os.stat_result) -> Signature:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def content_hash(data: bytes) -> str:
+    """The content hash SmolQL keys images by.
+
+    >>> content_hash(b"abc")
+    'cf4ab791c62b8d2b2109c90275287816'
+    """
+    return hashlib.blake2b(data, digest_size=HASH_BYTES).hexdigest()
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a file is believed to hold: ``hash`` while its stat signature is ``signature``.
+    A decoder that reads the file with another signature hashes what it read instead."""
+
+    signature: Signature
+    hash: str
+
+    def digest(self, data: bytes, st: os.stat_result) -> str:
+        """The hash of ``data``, read from a file whose stat after the read was ``st``."""
+        return self.hash if signature(st) == self.signature else content_hash(data)
+
+
+@dataclass(frozen=True)
+class Current:
+    """An image value resolved against the file system: the hash of what is at its path now
+    (or why it cannot be read), and the orientation when it is known from the catalog."""
+
+    path: str
+    hash: str | None
+    expected: Expected | None
+    orientation: int | None
+    error: str | None = None
+
+
+def resolve(con: duckdb.DuckDBPyConnection, images: Iterable[dict]) -> dict[tuple, Current]:
+    """For each distinct image value, keyed by ``(path, hash)`` as the value claims them."""
+    values = {(img["path"], img["hash"]): img for img in images}
+    recorded = _recorded(con, values.values())
+    out = {}
+    for key, img in values.items():
+        out[key] = _resolve_one(img, recorded.get((img["catalog"], img["id"])))
+    return out
+
+
+def _recorded(con: duckdb.DuckDBPyConnection, images: Iterable[dict]) -> dict[tuple, tuple]:
+    pairs = {(img["catalog"], img["id"]) for img in images}
+    pairs = {(c, i) for c, i in pairs if isinstance(c, str) and isinstance(i, int)}
+    if not pairs:
+        return {}
+    con.register(
+        "__smolql_ids",
+        pa.table(
+            {
+                "catalog": pa.array([c for c, _ in pairs], pa.string()),
+                "id": pa.array([i for _, i in pairs], pa.int64()),
+            }
+        ),
+    )
+    try:
+        rows = con.execute(
+            "SELECT i.catalog, i.id, i.path, i.hash, i.bytes, i.mtime_ns, i.ctime_ns, i.inode,"
+            f" i.orientation FROM {SCHEMA}.images i JOIN __smolql_ids q"
+            " ON i.catalog = q.catalog AND i.id = q.id"
+        ).fetchall()
+    finally:
+        con.unregister("__smolql_ids")
+    return {(c, i): rest for c, i, *rest in rows}
+
+
+def _resolve_one(img: dict, recorded: tuple | None) -> Current:
+    path = img["path"]
+    if not isinstance(path, str) or not path:
+        return Current(str(path), None, None, None, "the image value has no file path")
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return Current(path, None, None, None, f"{path}: cannot read file: {e.strerror or e}")
+    if recorded is not None:
+        r_path, r_hash, size, mtime_ns, ctime_ns, inode, orientation = recorded
+        trusted = r_path == path and r_hash == img["hash"] and ctime_ns is not None
+        if trusted and signature(st) == (size, mtime_ns, ctime_ns, inode):
+            return Current(path, r_hash, Expected(signature(st), r_hash), orientation)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+            after = os.fstat(f.fileno())
+    except OSError as e:
+        return Current(path, None, None, None, f"{path}: cannot read file: {e.strerror or e}")
+    digest = content_hash(data)
+    return Current(path, digest, Expected(signature(after), digest), None)

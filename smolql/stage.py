@@ -1,0 +1,279 @@
+"""Run one UDF stage: the pre-filter's image values -> the content at their paths now ->
+cached or fresh results -> the stage's lookup table.
+
+Results are keyed by the content actually there (:mod:`smolql.freshness`) and by the pixel
+region decoded, never by the hash an image value claims: a changed, deleted or hand-built
+image value can neither be answered from another content's cache entry nor write under one.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from smolql import cache
+from smolql.classify import Plan, make_plan, predictions
+from smolql.config import Settings
+from smolql.errors import DecodeError, QueryError
+from smolql.freshness import Current, resolve
+from smolql.ops.pipeline import ImageRef
+from smolql.ops.spec import Rect
+from smolql.plan import choose as plan_choice
+from smolql.plan.logical import IMAGE, Stage, roi_names
+from smolql.plan.space import ORIGINAL
+from smolql.regions import InvalidBox, region
+from smolql.sqlrun import bound, sql_error
+from smolql.store import SCHEMA
+from smolql.udf import BOX_ARGS, error
+
+VALUE = pa.struct(
+    [
+        ("label", pa.string()),
+        ("score", pa.float64()),
+        ("class_index", pa.int32()),
+        ("model", pa.string()),
+    ]
+)
+IMAGE_FIELDS = {"catalog", "id", "path", "hash"}
+DONE_TABLE = "__smolql_chunk"  # the image ids a LIMIT query evaluates in this round
+
+Key = tuple[str, str]  # content hash, decoded region
+
+
+class ImageWarning(UserWarning):
+    """An image could not be classified (unreadable, changed to garbage, deleted, or an
+    invalid crop box); its UDF result is NULL."""
+
+
+@dataclass
+class StageStats:
+    driver_rows: int = 0
+    cached: int = 0
+    inferred: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+    def add(self, later: StageStats) -> StageStats:
+        """Totals over the rounds of a LIMIT query (each round reads new images only)."""
+        return StageStats(
+            self.driver_rows + later.driver_rows,
+            self.cached + later.cached,
+            self.inferred + later.inferred,
+            self.errors + later.errors,
+            self.seconds + later.seconds,
+        )
+
+
+@dataclass
+class _Work:
+    """One stage's images: per driver row its key (None: NULL result), and one ref per key."""
+
+    keys: list[Key | None]
+    refs: dict[Key, ImageRef]
+    uncacheable: set[Key]
+
+
+def run_stage(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    stage: Stage,
+    choice: plan_choice.Choice,
+    *,
+    restrict: bool = False,
+    values: dict | None = None,
+) -> tuple[StageStats, pa.Table]:
+    """Evaluate ``stage`` (only the images in ``DONE_TABLE`` when ``restrict``); return its
+    statistics and lookup table (``__path, __hash, __roi*, __v``)."""
+    start = time.perf_counter()
+    driver = driver_rows(con, stage, restrict, values)
+    stats = StageStats(driver_rows=driver.num_rows)
+    source = choice.plan.source if choice.plan else ORIGINAL
+    work = _work(con, settings, stage, driver, source, stats)
+    plan = make_plan(
+        con,
+        settings,
+        list(work.refs.values()),
+        model=stage.call.model,
+        backend=None,
+        precision=None,
+        batch_size=None,
+        rendition=None,
+        physical=choice.plan,
+    )
+    found = _evaluate(con, settings, stage, plan, work, stats)
+    table = _lookup_table(driver, work.keys, found, stage, plan.spec.name)
+    stats.seconds = time.perf_counter() - start
+    return stats, table
+
+
+def driver_rows(
+    con: duckdb.DuckDBPyConnection, stage: Stage, restrict: bool, values: dict | None
+) -> pa.Table:
+    """The pre-filter's distinct image values and crop arguments, type-checked."""
+    sql = stage.driver.sql("duckdb")
+    if restrict:
+        sql = f"SELECT * FROM ({sql}) WHERE ({IMAGE}).id IN (SELECT id FROM {DONE_TABLE})"
+    try:
+        table = con.sql(sql, params=bound(stage.driver, values or {})).to_arrow_table()
+    except duckdb.Error as e:
+        raise sql_error(e) from e
+    kind = table.schema.field(IMAGE).type
+    if not (pa.types.is_struct(kind) and {f.name for f in kind} >= IMAGE_FIELDS):
+        raise QueryError(
+            f"{stage.call.kind}() takes an image (a catalog's image column, or crop(image, ...)),"
+            f" not {kind}"
+        )
+    for i, (name, arg) in enumerate(
+        zip(roi_names(len(stage.call.roi or ())), stage.call.roi or (), strict=True)
+    ):
+        t = table.schema.field(name).type
+        if not (
+            pa.types.is_integer(t)
+            or pa.types.is_floating(t)
+            or pa.types.is_decimal(t)
+            or pa.types.is_null(t)
+        ):
+            raise error(f"crop(): argument {BOX_ARGS[i % 4]} must be a number, not {t}", arg)
+    return table
+
+
+def _work(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    stage: Stage,
+    driver: pa.Table,
+    source: str,
+    stats: StageStats,
+) -> _Work:
+    images = driver.column(IMAGE).to_pylist()
+    names = roi_names(len(stage.call.roi or ()))
+    boxes = list(zip(*(driver.column(n).to_pylist() for n in names), strict=True)) if names else []
+    current = resolve(con, (img for img in images if img is not None))
+    small = None
+    if source != ORIGINAL:
+        small = _renditions(con, {c.hash for c in current.values() if c.hash}, source)
+    work = _Work([], {}, set())
+    for i, img in enumerate(images):
+        key = None
+        if img is not None:
+            cur = current[(img["path"], img["hash"])]
+            key = _key(cur, boxes[i] if names else None, settings, stats)
+            if key is not None and key not in work.refs:
+                work.refs[key] = _ref(key, cur, small, work)
+        work.keys.append(key)
+    return work
+
+
+def _key(cur: Current, box, settings: Settings, stats: StageStats) -> Key | None:
+    """The content and region a row needs, or None (NULL result, with a warning if invalid)."""
+    if cur.error:
+        report(settings, stats, cur.error, cur.path)
+        return None
+    rect: Rect | None = None
+    if box is not None:
+        try:
+            rect = region(box)
+        except InvalidBox as e:
+            report(settings, stats, f"{cur.path}: {e}", cur.path)
+            return None
+        if rect is None:
+            return None  # a NULL crop argument: NULL, like any SQL function
+    return cur.hash, ",".join(map(str, rect.as_tuple())) if rect else ""
+
+
+def _ref(key: Key, cur: Current, small: dict[str, str] | None, work: _Work) -> ImageRef:
+    """How to read one key's pixels: its rendition (when the plan reads renditions and the
+    content has one), else the original file."""
+    rect = None
+    if key[1]:
+        rect = Rect(*(int(v) for v in key[1].split(",")))
+    elif small is not None:
+        if key[0] in small:
+            return ImageRef(key, small[key[0]], 1)  # renditions are stored upright
+        work.uncacheable.add(key)  # changed since ingest: no rendition of this content yet
+    return ImageRef(key, cur.path, cur.orientation, rect, cur.expected)
+
+
+def _renditions(con: duckdb.DuckDBPyConnection, hashes: set[str], source: str) -> dict[str, str]:
+    """Rendition files of the given content hashes (renditions are content-addressed)."""
+    if not hashes:
+        return {}
+    con.register("__smolql_hashes", pa.table({"hash": pa.array(sorted(hashes), pa.string())}))
+    try:
+        rows = con.execute(
+            f"SELECT r.hash, any_value(r.path) FROM {SCHEMA}.renditions r"
+            " JOIN __smolql_hashes q USING (hash) WHERE r.spec = ? GROUP BY r.hash",
+            [source],
+        ).fetchall()
+    finally:
+        con.unregister("__smolql_hashes")
+    return dict(rows)
+
+
+def report(settings: Settings, stats: StageStats, message: str, path: str) -> None:
+    """One image without a result: a warning and NULL, or the query fails (``on_error``)."""
+    stats.errors += 1
+    if settings.on_error == "fail":
+        _, _, reason = message.partition(": ")
+        raise DecodeError(f"cannot classify image: {reason or message}", file=path)
+    warnings.warn(message, ImageWarning, stacklevel=2)
+
+
+def _evaluate(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    stage: Stage,
+    plan: Plan,
+    work: _Work,
+    stats: StageStats,
+) -> dict[Key, list]:
+    """Top-k lists per key: from the cache, else inferred (and then cached)."""
+    call, spec = stage.call, plan.spec
+    weights, plan_key = spec.weights_hash(), plan.physical.key
+    found: dict[Key, list] = {}
+    if settings.cache and work.refs:
+        keys = pa.table({"hash": [h for h, _ in work.refs], "roi": [r for _, r in work.refs]})
+        found = cache.lookup(con, keys, spec.name, weights, plan_key, call.k)
+    stats.cached = len(found)
+    todo = [ref for key, ref in work.refs.items() if key not in found]
+    fresh: list[tuple[str, str, list]] = []
+    for p in predictions(plan, todo, k=call.k, progress=None) if todo else ():
+        if p.error:
+            report(settings, stats, p.error, p.error.partition(": ")[0])
+            continue
+        topk = [{"class_index": i, "label": lab, "score": sc} for i, lab, sc in p.topk]
+        found[p.key] = topk
+        if p.key not in work.uncacheable:
+            # Stored under the hash of the bytes decoded (they may have changed mid-query).
+            fresh.append((p.digest or p.key[0], p.key[1], topk))
+    stats.inferred = len(todo)
+    if settings.cache:
+        cache.store(con, fresh, spec.name, weights, plan_key, call.k)
+    return found
+
+
+def _lookup_table(
+    driver: pa.Table, keys: list[Key | None], found: dict[Key, list], stage: Stage, model: str
+) -> pa.Table:
+    """One row per driver row: the image value's path and hash, the crop arguments as given
+    (so that the final query's lookup matches them exactly), and the UDF value."""
+    topk_kind = stage.call.kind == "classify_topk"
+    values = []
+    for key in keys:
+        topk = found.get(key) if key is not None else None
+        items = [{**t, "model": model} for t in topk] if topk is not None else None
+        values.append(items if items is None or topk_kind else items[0])
+    img = driver.column(IMAGE)
+    columns = {
+        "__path": pc.struct_field(img, "path").cast(pa.string()),
+        "__hash": pc.struct_field(img, "hash").cast(pa.string()),
+    }
+    for name in roi_names(len(stage.call.roi or ())):
+        columns[name] = driver.column(name)
+    columns["__v"] = pa.array(values, pa.list_(VALUE) if topk_kind else VALUE)
+    return pa.table(columns)
