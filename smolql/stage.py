@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from smolql import cache
 from smolql.classify import Plan, make_plan, predictions
@@ -257,6 +256,11 @@ def _evaluate(
     return found
 
 
+def _text(img: dict | None, field: str) -> str | None:
+    value = img[field] if img is not None else None
+    return None if value is None else str(value)
+
+
 def _lookup_table(
     driver: pa.Table, keys: list[Key | None], found: dict[Key, list], stage: Stage, model: str
 ) -> pa.Table:
@@ -268,10 +272,10 @@ def _lookup_table(
         topk = found.get(key) if key is not None else None
         items = [{**t, "model": model} for t in topk] if topk is not None else None
         values.append(items if items is None or topk_kind else items[0])
-    img = driver.column(IMAGE)
+    images = driver.column(IMAGE).to_pylist()
     columns = {
-        "__path": pc.struct_field(img, "path").cast(pa.string()),
-        "__hash": pc.struct_field(img, "hash").cast(pa.string()),
+        name: pa.array([_text(img, field) for img in images], pa.string())
+        for name, field in (("__path", "path"), ("__hash", "hash"))
     }
     for name in roi_names(len(stage.call.roi or ())):
         columns[name] = driver.column(name)
