@@ -181,6 +181,10 @@ def test_min_accuracy_picks_the_fastest_plan_meeting_it(profiled):
         text = explain(con, "SELECT id, classify(image).label FROM pics")
         result = con.sql("SELECT id, classify(image) AS c FROM pics ORDER BY id").to_pylist()
     assert f"chosen: {PhysicalPlan.from_key(best['plan']).describe()}" in text
+    # The stage header names the model that runs, not the default (issue 13, item 19).
+    assert text.startswith(
+        f"Stage 1: classify(image) model={PhysicalPlan.from_key(best['plan']).model};"
+    )
     assert text.count("runner-up:") == min(3, len(ok) - 1)
     assert f"min_accuracy {wanted}" in text
     chosen = PhysicalPlan.from_key(best["plan"])
