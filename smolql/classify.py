@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from smolql.backends import choose
+from smolql.backends.calibration import load as load_calibration
 from smolql.backends.registry import get_backend
 from smolql.catalog.manage import get_definition
 from smolql.config import Settings
@@ -45,6 +47,7 @@ class Plan:
     infer_threads: int
     rendition: str | None
     scale: int = 1
+    engine_source: str = "set explicitly"  # how backend and precision were chosen
 
     @property
     def physical(self) -> PhysicalPlan:
@@ -77,9 +80,7 @@ def image_refs(
 
 
 def make_plan(
-    con: duckdb.DuckDBPyConnection,
     settings: Settings,
-    refs: list[ImageRef],
     *,
     model: str | None,
     backend: str | None,
@@ -98,10 +99,11 @@ def make_plan(
     precision = precision or settings.precision
     cores = os.cpu_count() or 1
     decode_workers, infer_threads = split_threads(cores, decode_cost=1.5, infer_cost=10.0)
+    engine = "set explicitly"
     if backend == "auto":
-        chosen = choose.stored_choice(con, spec) or _calibrate(con, spec, refs, infer_threads)
+        chosen, engine = _machine_choice(spec)
         if precision not in ("auto", chosen.precision):  # an explicit precision is honoured
-            chosen = choose.with_precision(con, spec, precision)
+            chosen, engine = choose.with_precision(spec, precision), "precision set explicitly"
         backend, precision = chosen.backend, chosen.precision
         batch_size = batch_size or settings.batch_size or chosen.batch_size
     else:
@@ -115,7 +117,7 @@ def make_plan(
     if physical is not None:
         spec = sized(spec, physical.input_size)
         if not batch_size and not settings.batch_size:
-            stored = choose.stored_choice(con, get_model(physical.model))
+            stored = choose.stored_choice(get_model(physical.model))
             batch_size = stored.batch_size if stored else None
     return Plan(
         spec,
@@ -126,19 +128,53 @@ def make_plan(
         infer_threads,
         rendition,
         physical.scale if physical is not None else 1,
+        engine,
     )
 
 
-def _calibrate(con, spec: ModelSpec, refs: list[ImageRef], threads: int) -> choose.Measurement:
-    if not refs:
-        return choose.Measurement(*choose.REFERENCE, 32, 0.0, 1.0)
-    sample_refs = refs[:CALIBRATION_IMAGES]
+class NotCalibratedWarning(UserWarning):
+    """This machine has not measured its inference engines for a model yet."""
+
+
+def _machine_choice(spec: ModelSpec) -> tuple[choose.Measurement, str]:
+    """The engine calibrated for this machine, or the fp32 reference and a one-line note."""
+    calibration = load_calibration(spec)
+    if calibration is not None:
+        return calibration.chosen, f"measured on this machine ({calibration.measured})"
+    warnings.warn(
+        f"{spec.name}: this machine's inference engines are not calibrated yet, so"
+        f" {'/'.join(choose.REFERENCE)} runs; `smolql calibrate` measures the fastest once"
+        " (about a minute) for every database",
+        NotCalibratedWarning,
+        stacklevel=3,
+    )
+    return choose.default_choice(), "default: not calibrated (run `smolql calibrate`)"
+
+
+def calibration_images() -> list[str]:
+    """Real photographs every installation has: the ones in scikit-image's wheel."""
+    import skimage
+
+    data = os.path.join(os.path.dirname(skimage.__file__), "data")
+    return sorted(
+        os.path.join(data, f)
+        for f in os.listdir(data)
+        if f.endswith((".png", ".jpg")) and os.path.getsize(os.path.join(data, f)) > 20_000
+    )
+
+
+def calibrate(spec: ModelSpec, paths: list[str]) -> choose.Measurement:
+    """Measure every candidate engine for ``spec`` on up to 64 of ``paths`` (tiled to 64 when
+    fewer) and store the choice for this machine."""
+    refs = [ImageRef(i, p) for i, p in enumerate(paths[:CALIBRATION_IMAGES])]
     pre = Preprocessor(spec.transform)
-    batches = [b.tensor.copy() for b in stream_batches(sample_refs, pre, batch_size=32)]
-    sample = np.concatenate(batches) if batches else np.empty((0, 3, 1, 1), np.float32)
-    if len(sample) == 0:
-        return choose.Measurement(*choose.REFERENCE, 32, 0.0, 1.0)
-    return choose.store(con, spec, choose.measure(spec, sample, threads))
+    batches = [b.tensor.copy() for b in stream_batches(refs, pre, batch_size=32)]
+    if not batches or not sum(len(b) for b in batches):
+        raise InferenceError("no calibration image could be decoded")
+    sample = np.concatenate(batches)
+    sample = np.resize(sample, (CALIBRATION_IMAGES, *sample.shape[1:]))  # tile to full batches
+    _, threads = split_threads(os.cpu_count() or 1, decode_cost=1.5, infer_cost=10.0)
+    return choose.calibrate(spec, sample, threads)
 
 
 def predictions(

@@ -81,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot", metavar="PNG", help="accuracy-vs-throughput plot (default CATALOG-plans.png)"
     )
 
+    cal = sub.add_parser(
+        "calibrate",
+        help="measure this machine's inference engines once (kept in the user cache)",
+        parents=[common],
+    )
+    cal.add_argument(
+        "--model", action="append", metavar="M", help="repeatable (default: the default model)"
+    )
+    cal.add_argument(
+        "--catalog", help="measure on this catalog's images (default: scikit-image's photographs)"
+    )
+
     tr = sub.add_parser(
         "train",
         help="fine-tune a model for a rendition (label-free distillation)",
@@ -249,6 +261,13 @@ def _profile(con: Connection, args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(con: Connection, args: argparse.Namespace) -> int:
+    chosen = con.calibrate(args.model, catalog=args.catalog, say=_say)
+    for model, (backend, precision, batch, rate) in chosen.items():
+        print(f"{model}: {backend}/{precision}, batch {batch}, {rate:.0f} images/s inference")
+    return 0
+
+
 def _train(con: Connection, args: argparse.Namespace) -> int:
     out = con.train(
         args.catalog,
@@ -289,6 +308,7 @@ _HANDLERS: dict[tuple[str, str | None], Callable[[Connection, argparse.Namespace
     ("catalog", "drop"): _drop,
     ("query", None): _query,
     ("profile", None): _profile,
+    ("calibrate", None): _calibrate,
     ("train", None): _train,
     ("shell", None): _shell,
     ("demo", None): _demo,

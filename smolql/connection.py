@@ -140,9 +140,7 @@ class Connection:
 
         refs = classify.image_refs(self.duckdb, catalog, rendition, where)
         plan = classify.make_plan(
-            self.duckdb,
             self.settings,
-            refs,
             model=model,
             backend=backend,
             precision=precision,
@@ -183,12 +181,11 @@ class Connection:
         trained = trained_renditions(self.duckdb)
         names += [t for t in trained if t not in names and (t.split("@")[0] in names)]
         defaults = {}
-        refs = classify.image_refs(self.duckdb, catalog, None, None)[:64]
+        paths = [r.path for r in classify.image_refs(self.duckdb, catalog, None, None)[:64]]
+        self.calibrate(names, paths=paths, only_missing=True, say=say)
         for name in names:
             plan = classify.make_plan(
-                self.duckdb,
                 self.settings,
-                refs,
                 model=name,
                 backend=None,
                 precision=None,
@@ -202,6 +199,39 @@ class Connection:
         return profile_catalog(
             self.duckdb, catalog, options, defaults=defaults, trained_for=trained, say=say
         )
+
+    def calibrate(
+        self,
+        models: Sequence[str] | None = None,
+        *,
+        catalog: str | None = None,
+        paths: Sequence[str] | None = None,
+        only_missing: bool = False,
+        say: Callable[[str], None] = lambda _: None,
+    ) -> dict[str, tuple[str, str, int, float]]:
+        """Measure this machine's inference engines for ``models`` (default: the default
+        model) on real images: ``paths``, a catalog's first 64, or the photographs shipped in
+        scikit-image. The choice is kept in the user's cache and serves every database;
+        returns model -> (backend, precision, batch size, images/s)."""
+        from smolql import classify
+        from smolql.backends.calibration import load
+        from smolql.models.registry import get_model
+
+        if paths is None:
+            refs = classify.image_refs(self.duckdb, catalog, None, None) if catalog else []
+            paths = [r.path for r in refs[:64]] or classify.calibration_images()
+        chosen = {}
+        for name in models or [self.settings.model]:
+            spec = get_model(name)
+            done = load(spec)
+            if done is None or not only_missing:
+                say(f"calibrating {name}: every backend, precision and batch size here")
+                done_m = classify.calibrate(spec, list(paths))
+            else:
+                done_m = done.chosen
+            chosen[name] = (done_m.backend, done_m.precision, done_m.batch_size,
+                            done_m.images_per_s)  # fmt: skip
+        return chosen
 
     def _profile_models(self) -> list[str]:
         from smolql.models.registry import get_model, models

@@ -70,11 +70,12 @@ def show_classification(con: Connection, catalog: str) -> None:
     from smolql.models.registry import get_model
 
     model = con.settings.model
-    if (
-        con.settings.backend == "auto"
-        and choose.stored_choice(con.duckdb, get_model(model)) is None
-    ):
-        print("\n(measuring the inference backends on this machine once; the choice is stored)")
+    if con.settings.backend == "auto" and choose.stored_choice(get_model(model)) is None:
+        print(
+            "\n(calibrating: measuring this machine's inference engines once, as"
+            " `smolql calibrate` does; every database then uses the choice)"
+        )
+        con.calibrate([model], catalog=catalog)
     result = con.classify(catalog)
     files = dict(con.duckdb.execute(f'SELECT id, file FROM "{catalog}"').fetchall())
     rows = sorted(
@@ -93,11 +94,11 @@ def show_classification(con: Connection, catalog: str) -> None:
             "score": [None if s is None else round(s, 4) for _, _, s in rows],
         }
     )
-    choice = con.sql(
-        "SELECT backend, precision, batch_size, round(images_per_s) AS images_per_s"
-        " FROM smolql.backend_profiles WHERE chosen"
-    )
     print(f"\n-- Classification with {model}")
     print(format_table(table))
-    if choice.num_rows:
-        print(format_table(choice))
+    chosen = choose.stored_choice(get_model(model))
+    if chosen is not None and con.settings.backend == "auto":
+        print(
+            f"engine measured on this machine: {chosen.backend}/{chosen.precision},"
+            f" batch {chosen.batch_size}, {chosen.images_per_s:.0f} images/s inference"
+        )

@@ -16,6 +16,7 @@ from sqlglot import exp
 from sqlglot.tokens import Tokenizer, TokenType
 
 from smolql import cache
+from smolql.backends.choose import stored_choice
 from smolql.catalog.manage import names as catalog_names
 from smolql.classify import make_plan
 from smolql.config import SETTINGS, Settings
@@ -188,12 +189,12 @@ def _setting(settings: Settings, text: str) -> pa.Table:
 
 
 def _cost(con) -> callable:
+    """Seconds per image of a model's inference: measured on this machine, else by pixels."""
+
     def cost(model: str) -> float:
-        rows = con.execute(
-            "SELECT max(images_per_s) FROM smolql.backend_profiles WHERE model = ?", [model]
-        ).fetchall()
-        if rows and rows[0][0]:
-            return 1.0 / rows[0][0]
+        measured = stored_choice(get_model(model))
+        if measured is not None and measured.images_per_s:
+            return 1.0 / measured.images_per_s
         return get_model(model).input_size ** 2 / 224**2 / 100.0
 
     return cost
@@ -312,7 +313,7 @@ def explain(con, settings: Settings, tree: exp.Expression, values: dict | None =
         n = rows.num_rows if rows is not None else None
         choice = _choose(con, settings, stage)
         p = make_plan(
-            con, settings, [], model=stage.call.model, backend=None, precision=None,
+            settings, model=stage.call.model, backend=None, precision=None,
             batch_size=None, rendition=None, physical=choice.plan,
         )  # fmt: skip
         cached = 0
@@ -332,6 +333,7 @@ def explain(con, settings: Settings, tree: exp.Expression, values: dict | None =
             f"  plan: {p.physical.describe()}, batch={p.batch_size}"
             f" ({p.decode_workers} decode + {p.infer_threads} inference threads)"
         )
+        lines.append(f"  engine: {p.engine_source}")
         lines += choice.lines()
         if n is not None:
             todo = max(n - cached, 0)

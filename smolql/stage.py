@@ -94,9 +94,7 @@ def run_stage(
     source = choice.plan.source if choice.plan else ORIGINAL
     work = _work(con, settings, stage, driver, source, stats)
     plan = make_plan(
-        con,
         settings,
-        list(work.refs.values()),
         model=stage.call.model,
         backend=None,
         precision=None,

@@ -35,10 +35,6 @@ _DDL = (
         width INTEGER, height INTEGER, bytes BIGINT, hash VARCHAR)""",
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.errors (
         catalog VARCHAR, path VARCHAR, reason VARCHAR, recorded TIMESTAMP)""",
-    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.backend_profiles (
-        model VARCHAR, weights VARCHAR, machine VARCHAR, backend VARCHAR, precision VARCHAR,
-        batch_size INTEGER, images_per_s DOUBLE, top1_agreement DOUBLE, chosen BOOLEAN,
-        measured TIMESTAMP)""",
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.udf_cache (
         hash VARCHAR, model VARCHAR, weights VARCHAR, plan VARCHAR, roi VARCHAR, k INTEGER,
         topk STRUCT(class_index INTEGER, label VARCHAR, score DOUBLE)[], created TIMESTAMP)""",

@@ -189,9 +189,7 @@ def test_min_accuracy_picks_the_fastest_plan_meeting_it(profiled):
     assert f"min_accuracy {wanted}" in text
     chosen = PhysicalPlan.from_key(best["plan"])
     plan = make_plan(
-        con.duckdb,
         con.settings,
-        [],
         model=None,
         backend=None,
         precision=None,

@@ -1,36 +1,26 @@
 """Measure backends on real images and pick the default: the fastest (backend, precision,
 batch size) on this machine whose top-1 agrees with fp32 on at least 99.5% of a sample.
 
-Measurements are stored in ``smolql.backend_profiles`` so they are made once per model
-version and machine, not at every start.
+Measurements are kept per machine, model, weights and runtimes in the user's cache
+(:mod:`smolql.backends.calibration`), shared by every database; a query never measures.
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from dataclasses import asdict, dataclass
 
-import duckdb
 import numpy as np
+from tqdm import tqdm
 
-from smolql.backends.cpu import machine_id
+from smolql.backends.calibration import Measurement, load, save
 from smolql.backends.registry import available
 from smolql.errors import InferenceError
 from smolql.models.spec import ModelSpec
-from smolql.store import SCHEMA, fetch_one
 
 MIN_AGREEMENT = 0.995
 BATCH_SIZES = (16, 32)
 REFERENCE = ("onnxruntime", "fp32")
-
-
-@dataclass(frozen=True)
-class Measurement:
-    backend: str
-    precision: str
-    batch_size: int
-    images_per_s: float
-    top1_agreement: float
 
 
 def candidates() -> list[tuple[str, str]]:
@@ -52,8 +42,12 @@ def measure(
     backends = available()
     reference = _top1(backends[REFERENCE[0]].open(spec, REFERENCE[1], threads, 32), sample, 32)
     results: list[Measurement] = []
-    for name, precision in options or candidates():
+    engines = options or candidates()
+    bar = tqdm(total=len(engines) * len(BATCH_SIZES), unit="engine", desc=f"calibrate {spec.name}",
+               disable=not sys.stderr.isatty())  # fmt: skip
+    for name, precision in engines:
         for batch in BATCH_SIZES:
+            bar.update()
             session = backends[name].open(spec, precision, threads, batch)
             _top1(session, sample[:batch], batch)  # warm up
             rate, top1 = _timed(session, sample, batch)
@@ -65,6 +59,7 @@ def measure(
             results.append(Measurement(name, precision, batch, rate, agreement))
             if rate < 0.5 * best:
                 break
+    bar.close()
     return results
 
 
@@ -85,29 +80,24 @@ def _top1(session, sample: np.ndarray, batch: int) -> np.ndarray:
     )
 
 
-def stored_choice(con: duckdb.DuckDBPyConnection, spec: ModelSpec) -> Measurement | None:
-    row = fetch_one(
-        con,
-        f"SELECT backend, precision, batch_size, images_per_s, top1_agreement"
-        f" FROM {SCHEMA}.backend_profiles WHERE model = ? AND weights = ? AND machine = ?"
-        " AND chosen",
-        [spec.name, spec.weights_hash(), machine_id()],
-    )
-    return Measurement(*row) if row else None
+def stored_choice(spec: ModelSpec) -> Measurement | None:
+    """This machine's measured default engine for ``spec`` (None: not calibrated yet)."""
+    calibration = load(spec)
+    return calibration.chosen if calibration else None
 
 
-def with_precision(con: duckdb.DuckDBPyConnection, spec: ModelSpec, precision: str) -> Measurement:
+def default_choice() -> Measurement:
+    """The engine an uncalibrated machine uses: the fp32 reference, batch 32."""
+    return Measurement(*REFERENCE, 32, 0.0, 1.0)
+
+
+def with_precision(spec: ModelSpec, precision: str) -> Measurement:
     """The fastest measured (backend, batch size) at an explicitly asked ``precision``; an
     unmeasured precision (int8) goes to the first backend that offers it."""
-    row = fetch_one(
-        con,
-        f"SELECT backend, precision, batch_size, images_per_s, top1_agreement"
-        f" FROM {SCHEMA}.backend_profiles WHERE model = ? AND weights = ? AND machine = ?"
-        " AND precision = ? ORDER BY images_per_s DESC LIMIT 1",
-        [spec.name, spec.weights_hash(), machine_id(), precision],
-    )
-    if row:
-        return Measurement(*row)
+    calibration = load(spec)
+    measured = calibration.fastest(precision) if calibration else None
+    if measured is not None:
+        return measured
     offering = [n for n, b in available().items() if precision in b.capabilities().precisions]
     if not offering:
         raise InferenceError(
@@ -117,16 +107,7 @@ def with_precision(con: duckdb.DuckDBPyConnection, spec: ModelSpec, precision: s
     return Measurement(offering[0], precision, 32, 0.0, 0.0)
 
 
-def store(con: duckdb.DuckDBPyConnection, spec: ModelSpec, ms: list[Measurement]) -> Measurement:
-    chosen = pick(ms)
-    key = [spec.name, spec.weights_hash(), machine_id()]
-    con.execute(
-        f"DELETE FROM {SCHEMA}.backend_profiles WHERE model = ? AND weights = ? AND machine = ?",
-        key,
-    )
-    for m in ms:
-        con.execute(
-            f"INSERT INTO {SCHEMA}.backend_profiles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
-            [*key, *asdict(m).values(), m == chosen],
-        )
-    return chosen
+def calibrate(spec: ModelSpec, sample: np.ndarray, threads: int) -> Measurement:
+    """Measure every candidate engine on ``sample`` and store the choice for this machine."""
+    measurements = measure(spec, sample, threads)
+    return save(spec, pick(measurements), measurements).chosen

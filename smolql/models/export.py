@@ -20,11 +20,11 @@ INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
 
 def cache_dir() -> Path:
-    """``$SMOLQL_CACHE`` or ``~/.cache/smolql``."""
-    root = os.environ.get("SMOLQL_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "smolql"
-    )
-    return Path(root)
+    """``$SMOLQL_CACHE``, else ``$XDG_CACHE_HOME/smolql``, else ``~/.cache/smolql``."""
+    if os.environ.get("SMOLQL_CACHE"):
+        return Path(os.environ["SMOLQL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "smolql"
 
 
 def export_key(spec: ModelSpec) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from smolql.backends.choose import stored_choice
 from smolql.backends.cpu import machine_id
 from smolql.backends.registry import available
 from smolql.catalog.manage import get_definition
@@ -123,7 +124,7 @@ def profile_catalog(
     say(
         f"profiling {len(plans)} plans on {len(images)} sampled images of {catalog!r},"
         f" {options.repeats} rounds: {runs:,} image runs, roughly"
-        f" {_minutes(runs / _rough_rate(con))} (refined after the first round)"
+        f" {_minutes(runs / _rough_rate(options.models))} (refined after the first round)"
     )
 
     costs = stage_costs(plans, images)
@@ -188,11 +189,11 @@ def profile_catalog(
     return report
 
 
-def _rough_rate(con: duckdb.DuckDBPyConnection) -> float:
-    """Images/s to expect of one plan end to end, before any was run: half the fastest
-    inference rate measured on this database (decoding shares the cores), else 50."""
-    row = con.execute(f"SELECT max(images_per_s) FROM {SCHEMA}.backend_profiles").fetchall()
-    return max(row[0][0] / 2, 1.0) if row and row[0][0] else 50.0
+def _rough_rate(models: tuple[str, ...]) -> float:
+    """Images/s to expect of one plan end to end, before any was run: half the slowest
+    model's calibrated inference rate (decoding shares the cores), else 50."""
+    rates = [m.images_per_s for m in map(stored_choice, map(get_model, models)) if m]
+    return max(min(rates) / 2, 1.0) if rates and min(rates) else 50.0
 
 
 def _minutes(seconds: float) -> str:

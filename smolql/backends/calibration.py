@@ -1,0 +1,111 @@
+"""Machine calibrations: which inference engine is fastest here, measured once per machine,
+model, weights and installed runtimes, and kept in a per-user cache shared by every database.
+
+A calibration is a JSON file under ``<cache>/calibration/`` (``$SMOLQL_CACHE``, else
+``$XDG_CACHE_HOME/smolql``, else ``~/.cache/smolql``). Its name hashes everything that would
+change the answer: the hardware, the model and its weights and input size, and the versions of
+the inference runtimes, so an upgrade or new weights simply find no file and measure again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from smolql.backends.cpu import machine_id
+from smolql.models.export import cache_dir
+from smolql.models.spec import ModelSpec
+
+RUNTIMES = ("onnxruntime", "openvino", "torch", "tensorrt")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    backend: str
+    precision: str
+    batch_size: int
+    images_per_s: float
+    top1_agreement: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A machine's measurements for one model, and the engine chosen from them."""
+
+    chosen: Measurement
+    measurements: tuple[Measurement, ...]
+    measured: str  # when, ISO 8601 UTC
+
+    def fastest(self, precision: str) -> Measurement | None:
+        at = [m for m in self.measurements if m.precision == precision]
+        return max(at, key=lambda m: m.images_per_s) if at else None
+
+
+def folder() -> Path:
+    return cache_dir() / "calibration"
+
+
+def runtime_versions() -> dict[str, str]:
+    """Installed versions of the inference runtimes (read from metadata, not imported)."""
+    out = {}
+    for name in RUNTIMES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "-"
+    return out
+
+
+def key(spec: ModelSpec) -> dict[str, object]:
+    return {
+        "machine": machine_id(),
+        "model": spec.name,
+        "weights": spec.weights_hash(),
+        "input_size": spec.input_size,
+        "runtimes": runtime_versions(),
+    }
+
+
+def path(spec: ModelSpec) -> Path:
+    digest = hashlib.sha256(json.dumps(key(spec), sort_keys=True).encode()).hexdigest()[:20]
+    return folder() / f"{spec.name}-{digest}.json"
+
+
+def load(spec: ModelSpec) -> Calibration | None:
+    """This machine's calibration of ``spec``, or None when it was never measured (or the
+    runtimes, weights or hardware changed since)."""
+    try:
+        data = json.loads(path(spec).read_text())
+        return Calibration(
+            Measurement(**data["chosen"]),
+            tuple(Measurement(**m) for m in data["measurements"]),
+            data["measured"],
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save(spec: ModelSpec, chosen: Measurement, measurements: list[Measurement]) -> Calibration:
+    """Write atomically (a killed process never leaves half a file)."""
+    calibration = Calibration(
+        chosen, tuple(measurements), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    )
+    target = path(spec)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    body = {
+        "key": key(spec),
+        "chosen": asdict(chosen),
+        "measurements": [asdict(m) for m in measurements],
+        "measured": calibration.measured,
+    }
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(body, f, indent=1)
+    os.replace(tmp, target)
+    return calibration
