@@ -18,7 +18,6 @@ from sqlglot.tokens import Tokenizer, TokenType
 from smolql import cache
 from smolql.backends.choose import stored_choice
 from smolql.catalog.manage import names as catalog_names
-from smolql.classify import make_plan
 from smolql.config import SETTINGS, Settings
 from smolql.errors import QueryError, SmolQLError
 from smolql.freshness import resolve
@@ -27,7 +26,15 @@ from smolql.parse import classify_statement, parse_one, split, uses_smolql
 from smolql.plan import choose as plan_choice
 from smolql.plan.logical import IMAGE, QueryPlan, Stage, plan_query
 from smolql.sqlrun import bound, query_arrow, sql_error
-from smolql.stage import DONE_TABLE, ImageWarning, StageStats, driver_rows, run_stage
+from smolql.stage import (
+    DONE_TABLE,
+    ImageWarning,
+    StagePlan,
+    StageStats,
+    driver_rows,
+    plan_stage,
+    run_stage,
+)
 from smolql.store import SCHEMA
 
 # Rough per-image costs on one core for EXPLAIN's estimate (benchmarks/preprocess.py).
@@ -207,18 +214,23 @@ def evaluate_stages(
     plan = plan_query(parse_one(text), settings.model, _cost(con), values)
     plan.params = values
     stats = QueryStats()
-    choices = {s.index: _choose(con, settings, s) for s in plan.stages}
-    for choice in choices.values():
-        if choice.note:
-            warnings.warn(choice.note, PlanWarning, stacklevel=4)
+    physical = physical_plan(con, settings, plan)  # every decision, before anything runs
+    for planned in physical.values():
+        if planned.choice.note:
+            warnings.warn(planned.choice.note, PlanWarning, stacklevel=4)
     if plan.early_limit is not None:
-        _run_early(con, settings, plan, stats, choices)
+        _run_early(con, settings, plan, stats, physical)
         return plan, stats
     for stage in plan.stages:
-        s, table = run_stage(con, settings, stage, choices[stage.index], values=values)
+        s, table = run_stage(con, settings, stage, physical[stage.index], values=values)
         con.register(stage.table, table)
         stats.stages[stage.index] = s
     return plan, stats
+
+
+def physical_plan(con, settings: Settings, plan: QueryPlan) -> dict[int, StagePlan]:
+    """Each stage's physical plan, by stage index: what EXPLAIN shows and the executor runs."""
+    return {s.index: plan_stage(settings, s, _choose(con, settings, s)) for s in plan.stages}
 
 
 def run_query(con, settings: Settings, text: str, values: dict):
@@ -230,7 +242,7 @@ def run_query(con, settings: Settings, text: str, values: dict):
     return table, stats, plan
 
 
-def _run_early(con, settings: Settings, plan: QueryPlan, stats: QueryStats, choices: dict) -> None:
+def _run_early(con, settings: Settings, plan: QueryPlan, stats: QueryStats, physical: dict) -> None:
     """LIMIT n without ORDER BY: evaluate the UDFs round by round, each round on new images
     only, until n rows qualify."""
     first = plan.stages[0]
@@ -259,7 +271,7 @@ def _run_early(con, settings: Settings, plan: QueryPlan, stats: QueryStats, choi
         con.register(DONE_TABLE, chunk.slice(start))
         for stage in plan.stages:
             s, table = run_stage(
-                con, settings, stage, choices[stage.index], restrict=True, values=plan.params
+                con, settings, stage, physical[stage.index], restrict=True, values=plan.params
             )
             tables[stage.index].append(table)
             con.register(stage.table, pa.concat_tables(tables[stage.index]))
@@ -307,15 +319,12 @@ def _describe(stage: Stage, model: str | None = None) -> str:
 
 def explain(con, settings: Settings, tree: exp.Expression, values: dict | None = None) -> list[str]:
     plan = plan_query(tree, settings.model, _cost(con), values)
+    physical = physical_plan(con, settings, plan)
     lines = []
     for stage in plan.stages:
         rows = driver_rows(con, stage, False, values) if not _depends(stage, plan) else None
         n = rows.num_rows if rows is not None else None
-        choice = _choose(con, settings, stage)
-        p = make_plan(
-            settings, model=stage.call.model, backend=None, precision=None,
-            batch_size=None, rendition=None, physical=choice.plan,
-        )  # fmt: skip
+        choice, p = physical[stage.index].choice, physical[stage.index].plan
         cached = 0
         if rows is not None and settings.cache:
             images = [r for r in rows.column(IMAGE).to_pylist() if r]
@@ -329,11 +338,7 @@ def explain(con, settings: Settings, tree: exp.Expression, values: dict | None =
         lines.append(f"Stage {stage.index}: {_describe(stage, p.spec.name)}")
         lines.append(f"  pre-filter (DuckDB): {stage.driver.sql('duckdb')}")
         lines.append(f"  rows: {n if n is not None else 'depends on an earlier stage'}")
-        lines.append(
-            f"  plan: {p.physical.describe()}, batch={p.batch_size}"
-            f" ({p.decode_workers} decode + {p.infer_threads} inference threads)"
-        )
-        lines.append(f"  engine: {p.engine_source}")
+        lines += physical[stage.index].lines()
         lines += choice.lines()
         if n is not None:
             todo = max(n - cached, 0)
@@ -365,7 +370,8 @@ def explain_analyze(plan: QueryPlan, stats: QueryStats) -> list[str]:
     lines = []
     for stage in plan.stages:
         s = stats.stages.get(stage.index, StageStats())
-        lines.append(f"Stage {stage.index}: {_describe(stage)}")
+        lines.append(f"Stage {stage.index}: {_describe(stage, s.model)}")
+        lines += s.ran
         lines.append(
             f"  rows from pre-filter {s.driver_rows}, cached {s.cached}, inferred {s.inferred},"
             f" errors {s.errors}, {s.seconds:.3f} s"

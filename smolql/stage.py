@@ -56,6 +56,8 @@ class StageStats:
     inferred: int = 0
     errors: int = 0
     seconds: float = 0.0
+    ran: tuple[str, ...] = ()  # the plan the executor ran, as EXPLAIN prints it
+    model: str | None = None  # the model it ran
 
     def add(self, later: StageStats) -> StageStats:
         """Totals over the rounds of a LIMIT query (each round reads new images only)."""
@@ -65,7 +67,42 @@ class StageStats:
             self.inferred + later.inferred,
             self.errors + later.errors,
             self.seconds + later.seconds,
+            later.ran,
+            later.model,
         )
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Everything decided about a stage before it runs: the target-driven plan choice and the
+    physical plan (model, source, DCT scale, input size, engine, batch, threads). EXPLAIN prints
+    it; the executor runs exactly it."""
+
+    choice: plan_choice.Choice
+    plan: Plan
+
+    def lines(self) -> list[str]:
+        p = self.plan
+        return [
+            f"  plan: {p.physical.describe()}, batch={p.batch_size}"
+            f" ({p.decode_workers} decode + {p.infer_threads} inference threads)",
+            f"  engine: {p.engine_source}",
+        ]
+
+
+def plan_stage(settings: Settings, stage: Stage, choice: plan_choice.Choice) -> StagePlan:
+    """The physical plan of one stage (no image is read: it depends on settings, targets and
+    this machine's calibration only)."""
+    plan = make_plan(
+        settings,
+        model=stage.call.model,
+        backend=None,
+        precision=None,
+        batch_size=None,
+        rendition=None,
+        physical=choice.plan,
+    )
+    return StagePlan(choice, plan)
 
 
 @dataclass
@@ -81,27 +118,20 @@ def run_stage(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
     stage: Stage,
-    choice: plan_choice.Choice,
+    planned: StagePlan,
     *,
     restrict: bool = False,
     values: dict | None = None,
 ) -> tuple[StageStats, pa.Table]:
-    """Evaluate ``stage`` (only the images in ``DONE_TABLE`` when ``restrict``); return its
-    statistics and lookup table (``__path, __hash, __roi*, __v``)."""
+    """Evaluate ``stage`` with its plan (only the images in ``DONE_TABLE`` when ``restrict``);
+    return its statistics and lookup table (``__path, __hash, __roi*, __v``)."""
     start = time.perf_counter()
     driver = driver_rows(con, stage, restrict, values)
-    stats = StageStats(driver_rows=driver.num_rows)
-    source = choice.plan.source if choice.plan else ORIGINAL
-    work = _work(con, settings, stage, driver, source, stats)
-    plan = make_plan(
-        settings,
-        model=stage.call.model,
-        backend=None,
-        precision=None,
-        batch_size=None,
-        rendition=None,
-        physical=choice.plan,
+    stats = StageStats(
+        driver_rows=driver.num_rows, ran=tuple(planned.lines()), model=planned.plan.spec.name
     )
+    plan = planned.plan
+    work = _work(con, settings, stage, driver, plan.rendition or ORIGINAL, stats)
     found = _evaluate(con, settings, stage, plan, work, stats)
     table = _lookup_table(driver, work.keys, found, stage, plan.spec.name)
     stats.seconds = time.perf_counter() - start
