@@ -18,7 +18,6 @@ from smolql.catalog.spec import DEFAULT_RENDITIONS
 from smolql.config import PROFILE_SAMPLE, Settings, default_db_path, worker_count
 from smolql.dbapi import Cursor
 from smolql.store import RenditionRoot, close_database, open_database
-from smolql.store import cursor as new_cursor
 
 
 class Connection:
@@ -51,7 +50,6 @@ class Connection:
         # One statement at a time per connection: threads that share it take turns (PEP 249
         # threadsafety 1 does not require sharing, but it must never corrupt or crash).
         self._lock = threading.RLock()
-        self._busy: set[duckdb.DuckDBPyConnection] = set()  # cursors running a statement
         from smolql.lowres.trained import register_stored
 
         register_stored(self.duckdb)
@@ -274,33 +272,29 @@ class Connection:
     def stream(
         self, query: str, params: Sequence[Any] | dict | None = None, batch_size: int = 8192
     ) -> pa.RecordBatchReader:
-        """Run SQL and stream the last statement's rows as Arrow record batches."""
+        """Run SQL and stream the last statement's rows as Arrow record batches. The stream
+        reads on this connection, inside its transaction: read it before the next statement
+        on the same connection (which ends it), as with any DB-API cursor."""
         from smolql.execute import stream_script
 
         self._check()
         with self._lock:
-            cur = new_cursor(self.duckdb)
-            return stream_script(cur, self.settings, query, params, batch_size)
+            return stream_script(self.duckdb, self.settings, query, params, batch_size)
 
     def sql(self, query: str, params: Sequence[Any] | dict | None = None) -> pa.Table:
         """Run SQL (SmolQL UDFs, ``SET smolql.*`` and ``EXPLAIN`` included) and return the last
-        statement's result as an Arrow table."""
+        statement's result as an Arrow table. Like ``execute`` and every cursor, it runs on this
+        connection's one DuckDB connection, so all of them share one transaction."""
         from smolql.execute import run_script
 
         self._check()
         with self._lock:
-            cur = new_cursor(self.duckdb)
-            self._busy.add(cur)
-            try:
-                return run_script(cur, self.settings, query, params)
-            finally:
-                self._busy.discard(cur)
+            return run_script(self.duckdb, self.settings, query, params)
 
     def interrupt(self) -> None:
         """Stop the DuckDB work of the statement running on this connection (from another
         thread, e.g. on Ctrl-C); it then fails with an interrupt error."""
-        for cur in [self.duckdb, *self._busy]:
-            cur.interrupt()
+        self.duckdb.interrupt()
 
     def execute(self, query: str, params: Sequence[Any] | dict | None = None) -> Cursor:
         """Shortcut (as in sqlite3): a new DB-API cursor that has run ``query``; unlike a raw

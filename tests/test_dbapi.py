@@ -172,3 +172,18 @@ def test_second_process_gets_a_clear_error(tmp_path):
     assert result.returncode != 0
     assert "OperationalError" in result.stderr or "CatalogError" in result.stderr
     assert "lock" in result.stderr.lower()
+
+
+def test_sql_stream_execute_and_cursors_share_one_transaction(tmp_path):
+    # Issue 14, point 6: before, con.sql() and con.stream() opened a fresh DuckDB cursor and ran
+    # outside a transaction begun with con.execute("BEGIN").
+    con = smolql.connect(str(tmp_path / "tx.duckdb"))
+    con.sql("CREATE TABLE t (a INTEGER)")
+    con.execute("BEGIN")
+    con.sql("INSERT INTO t VALUES (1)")
+    con.cursor().execute("INSERT INTO t VALUES (2)")
+    seen = con.stream("SELECT count(*) AS n FROM t").read_all().to_pylist()
+    assert seen == [{"n": 2}]  # the stream sees the transaction's own rows
+    con.rollback()
+    assert con.sql("SELECT count(*) AS n FROM t").to_pylist() == [{"n": 0}]
+    con.close()
