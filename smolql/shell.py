@@ -11,6 +11,7 @@ import ctypes
 import os
 import sys
 import threading
+import time
 
 import pyarrow as pa
 
@@ -113,12 +114,16 @@ def _execute(con: Connection, sql: str) -> pa.Table:
 
 def _cancel(con: Connection, worker: threading.Thread) -> None:
     """DuckDB stops through its interrupt; Python code (the inference loop) through an
-    exception raised in the worker at its next bytecode."""
-    con.interrupt()
+    exception raised in the worker at its next bytecode. The interrupt repeats until the worker
+    ends: a statement that reached DuckDB just after the first one would otherwise run on."""
+    con.interrupt()  # first: the worker may be inside DuckDB, where no exception reaches it
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(worker.ident), ctypes.py_object(KeyboardInterrupt)
     )
-    worker.join(CANCEL_WAIT_S)
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    while worker.is_alive() and time.monotonic() < deadline:
+        con.interrupt()
+        worker.join(0.05)
 
 
 def _command(con: Connection, command: str) -> bool:

@@ -1,9 +1,13 @@
-"""Shared fixtures: the 500 real ImageNet JPEGs beside the checkout, and image makers."""
+"""Shared fixtures: the 500 real ImageNet JPEGs beside the checkout (tests that need them skip
+with one clear reason where they are missing), and photographs every installation has."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,19 +19,66 @@ SAMPLE = Path(os.environ.get("SMOLQL_SAMPLE", REPO.parent / "shared/data/imagene
 MANIFEST = SAMPLE / "manifest.csv"
 
 
+SAMPLE_MISSING = (
+    f"needs the labelled ImageNet sample, which is not at {SAMPLE} "
+    "(set SMOLQL_SAMPLE to a folder with its 500 JPEGs and manifest.csv)"
+)
+
+
+def have_sample() -> bool:
+    return len(list(SAMPLE.glob("*.JPEG"))) >= 500 and MANIFEST.exists()
+
+
 def sample_files(n: int | None = None) -> list[Path]:
+    """The sample's JPEGs, sorted; a test that needs them skips where they are missing."""
+    if not have_sample():
+        pytest.skip(SAMPLE_MISSING)
     files = sorted(SAMPLE.glob("*.JPEG"))
-    if len(files) < 500:
-        raise RuntimeError(f"the shared ImageNet sample is missing at {SAMPLE}")
     return files[:n] if n else files
 
 
+# Colour photographs first (tests pick images by position, as they would from the sample).
+PHOTOGRAPHS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "hubble_deep_field",
+               "retina", "ihc", "color", "motorcycle_right", "camera", "coins")  # fmt: skip
+
+
+@functools.cache
+def _made_photographs() -> tuple[Path, ...]:
+    """JPEGs made once per test run from the photographs in scikit-image's wheel."""
+    import skimage
+    from PIL import Image
+
+    data = Path(skimage.__file__).parent / "data"
+    folder = Path(tempfile.mkdtemp(prefix="smolql-test-photographs-"))
+    atexit.register(shutil.rmtree, folder, True)
+    out = []
+    for name in PHOTOGRAPHS:
+        with Image.open(next(data.glob(f"{name}.*"))) as im:
+            target = folder / f"{name}.jpg"
+            im.convert("RGB").save(target, quality=90)
+        out.append(target)
+    return tuple(out)
+
+
+def real_jpegs(n: int | None = None) -> list[Path]:
+    """Real JPEG photographs for tests that need no labels: the sample's, or, on a machine
+    without it, 12 made from the photographs every installation has."""
+    files = sample_files() if have_sample() else list(_made_photographs())
+    return files[:n] if n else files
+
+
+@pytest.fixture(scope="session")
+def photographs() -> list[Path]:
+    """12 real photographs (see :func:`real_jpegs`)."""
+    return real_jpegs(12)
+
+
 @pytest.fixture
-def small_dir(tmp_path: Path) -> Path:
-    """A folder holding copies of 12 real sample JPEGs."""
+def small_dir(tmp_path: Path, photographs: list[Path]) -> Path:
+    """A folder holding copies of 12 real photographs (see ``photographs``)."""
     folder = tmp_path / "images"
     folder.mkdir()
-    for f in sample_files(12):
+    for f in photographs:
         shutil.copy2(f, folder / f.name)
     return folder
 
@@ -43,6 +94,7 @@ def con(tmp_path: Path):
 @pytest.fixture(scope="session")
 def imagenet(tmp_path_factory: pytest.TempPathFactory):
     """One connection with the whole sample ingested (three default renditions, labels)."""
+    sample_files()  # skips where the sample is missing
     db = tmp_path_factory.mktemp("imagenet") / "imagenet.duckdb"
     connection = smolql.connect(str(db))
     summary = connection.create_catalog(

@@ -18,6 +18,7 @@ def top1(con, table, catalog="imagenet") -> float:
     return sum(labels[i] == p for i, p in zip(ids, predicted, strict=True)) / len(ids)
 
 
+@pytest.mark.slow
 def test_lite0_accuracy_on_the_sample_originals_and_renditions(imagenet):
     con, _ = imagenet
     result = con.classify("imagenet", backend="onnxruntime", progress=False)
@@ -32,6 +33,7 @@ def test_lite0_accuracy_on_the_sample_originals_and_renditions(imagenet):
     assert 0.6 < small < accuracy, f"top-1 on 161 px q75 renditions {small:.3f}"
 
 
+@pytest.mark.slow
 def test_where_filter_limits_the_images(imagenet):
     con, _ = imagenet
     result = con.classify("imagenet", backend="openvino", where="class_index < 40", progress=False)
@@ -80,6 +82,7 @@ def test_a_query_never_calibrates_and_says_so(con, small_dir, calibration_folder
     assert not calibration_folder.exists()  # nothing was measured in the query path
 
 
+@pytest.mark.slow
 def test_calibration_is_per_machine_and_shared_by_every_database(
     tmp_path, small_dir, calibration_folder, monkeypatch
 ):

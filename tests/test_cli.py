@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import MANIFEST
 
 
 def smolql(*args: str, cwd: Path | None = None, env: dict | None = None, stdin: str | None = None):
@@ -27,6 +26,9 @@ def smolql(*args: str, cwd: Path | None = None, env: dict | None = None, stdin: 
 @pytest.fixture
 def db(tmp_path, small_dir) -> str:
     path = str(tmp_path / "cli.duckdb")
+    labels = tmp_path / "labels.csv"
+    names = sorted(p.name for p in small_dir.iterdir())
+    labels.write_text("file,class_index\n" + "".join(f"{n},{i}\n" for i, n in enumerate(names)))
     result = smolql(
         "--db",
         path,
@@ -35,7 +37,7 @@ def db(tmp_path, small_dir) -> str:
         "photos",
         str(small_dir),
         "--labels",
-        str(MANIFEST),
+        str(labels),
         "--rendition",
         "96:jpeg:80",
     )
@@ -44,6 +46,7 @@ def db(tmp_path, small_dir) -> str:
     return path
 
 
+@pytest.mark.slow
 def test_catalog_list_show_refresh_drop(db, small_dir):
     listing = smolql("catalog", "list", "--db", db)
     assert "photos" in listing.stdout and "ready" in listing.stdout and "12" in listing.stdout
@@ -116,6 +119,7 @@ def test_shell_runs_statements_and_survives_errors(db):
     assert "photos" in result.stdout and "│ 7 │" in result.stdout
 
 
+@pytest.mark.slow
 def test_demo_builds_a_catalog_of_real_photographs(tmp_path):
     result = smolql("--db", str(tmp_path / "demo.duckdb"), "demo")
     assert result.returncode == 0, result.stderr

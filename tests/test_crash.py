@@ -8,9 +8,12 @@ import subprocess
 import sys
 import time
 
-from conftest import SAMPLE
+import pytest
+from conftest import SAMPLE, sample_files
 
 import smolql
+
+pytestmark = pytest.mark.slow  # the fast tier is pytest -m 'not slow'
 
 
 def _count_files(folder: str) -> int:
@@ -22,6 +25,7 @@ def _smolql(*args: str) -> list[str]:
 
 
 def test_kill_9_mid_ingest_then_rerun_completes(tmp_path):
+    sample_files()  # 500 images, so that the kill lands mid-ingest; skips where missing
     db = str(tmp_path / "crash.duckdb")
     renditions = db + ".renditions"
     proc = subprocess.Popen(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import sample_files
+from conftest import real_jpegs
 from images import write_variants
 from PIL import Image, ImageOps
 
@@ -14,7 +14,7 @@ def variants(tmp_path_factory):
     import smolql
 
     folder = tmp_path_factory.mktemp("variants")
-    paths = write_variants(sample_files()[3], folder / "images")
+    paths = write_variants(real_jpegs()[3], folder / "images")
     con = smolql.connect(str(folder / "v.duckdb"))
     summary = con.create_catalog("v", str(folder / "images"), renditions=["64:png"], progress=False)
     rows = {r["file"]: r for r in con.sql("SELECT * FROM v").to_pylist()}

@@ -7,7 +7,10 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # the fast tier is pytest -m 'not slow'
 
 
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):

@@ -23,6 +23,8 @@ from smolql.lowres.distill import Prefix, distillation_layer
 from smolql.lowres.views import Box, load_pair
 from smolql.models.registry import get_model
 
+pytestmark = pytest.mark.slow  # the fast tier is pytest -m 'not slow'
+
 BASE = "efficientnet_lite0"
 RENDITION = "161:jpeg:75"
 TRAINED = f"{BASE}@{RENDITION}"

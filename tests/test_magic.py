@@ -8,6 +8,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+pytestmark = pytest.mark.slow  # the fast tier is pytest -m 'not slow'
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "smolql_tour.ipynb"
 
 

@@ -17,6 +17,8 @@ from smolql.ops.pipeline import ImageRef, Preprocessor
 from smolql.ops.spec import Rect
 from smolql.store import cursor
 
+pytestmark = pytest.mark.slow  # the fast tier is pytest -m 'not slow'
+
 QUERIES = [
     "SELECT id, classify(image).label FROM imagenet WHERE width > 480 ORDER BY id",
     "SELECT id FROM imagenet WHERE classify(image).label = name ORDER BY id",

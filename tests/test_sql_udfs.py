@@ -69,6 +69,7 @@ def test_metadata_prefilter_limits_inference(photos):
     )
 
 
+@pytest.mark.slow
 def test_limit_stops_inference_early(imagenet):
     con, _ = imagenet
     con.sql("SET smolql.backend = 'onnxruntime'")
