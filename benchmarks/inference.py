@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 import smolql
-from smolql.backends.registry import BACKENDS, available
+from smolql.backends.registry import available, backends
 from smolql.models.registry import get_model
 from smolql.ops.infer import classify_stream, softmax_topk, split_threads
 from smolql.ops.loader import stream_batches
@@ -140,8 +140,8 @@ def main() -> None:
         f"{len(files)} images, {cores} cores: {decode_workers} decode + {infer_threads} "
         f"inference threads; median of {args.repeats}"
     )
-    for name in (n for n in BACKENDS if n not in available()):
-        print(f"skipped backend {name}: {BACKENDS[name].unavailable_reason()}")
+    for name in (n for n in backends() if n not in available()):
+        print(f"skipped backend {name}: {backends()[name].unavailable_reason()}")
     for model in args.models:
         spec = get_model(model)
         pre = Preprocessor(spec.transform)

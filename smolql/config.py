@@ -98,9 +98,9 @@ def _named_choice(what: str, *options: str) -> Callable[[Any], str]:
 
 def _backend_name(value: Any) -> str:
     # The registry sits above this module; it is imported only when a backend is named.
-    from smolql.backends.registry import BACKENDS
+    from smolql.backends.registry import backends
 
-    return _named_choice("backend", "auto", *BACKENDS)(value)
+    return _named_choice("backend", "auto", *backends())(value)
 
 
 def _model_name(value: Any) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import real_jpegs, sample_files
 
-from smolql.backends.registry import BACKENDS, get_backend
+from smolql.backends.registry import backends, get_backend
 from smolql.errors import InferenceError
 from smolql.models.registry import get_model
 from smolql.ops.loader import stream_batches
@@ -24,14 +24,14 @@ def lite0_inputs():
     refs = [ImageRef(i, str(f), 1) for i, f in enumerate(files)]
     tensors = [b.tensor.copy() for b in stream_batches(refs, Preprocessor(spec.transform))]
     batch = np.concatenate(tensors)
-    reference = BACKENDS["onnxruntime"].open(spec, "fp32", 2, 32).run(batch)
+    reference = backends()["onnxruntime"].open(spec, "fp32", 2, 32).run(batch)
     return spec, batch, reference
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("name", sorted(BACKENDS))
+@pytest.mark.parametrize("name", sorted(backends()))
 def test_backend_conformance(name, precision, lite0_inputs):
-    backend = BACKENDS[name]
+    backend = backends()[name]
     reason = backend.unavailable_reason()
     if reason:
         pytest.skip(f"{name}: {reason}")
@@ -50,13 +50,13 @@ def test_backend_conformance(name, precision, lite0_inputs):
 
 
 def test_capabilities_are_flags_not_types():
-    for backend in BACKENDS.values():
+    for backend in backends().values():
         caps = backend.capabilities()
         assert caps.devices and caps.precisions and caps.max_batch > 0
 
 
 def test_unavailable_backend_names_its_reason():
-    missing = [b for b in BACKENDS.values() if b.unavailable_reason()]
+    missing = [b for b in backends().values() if b.unavailable_reason()]
     for backend in missing:
         with pytest.raises(InferenceError, match="cannot run here"):
             get_backend(backend.name)
@@ -72,9 +72,9 @@ def test_int8_needs_calibration_then_stays_close_to_fp32(lite0_inputs, tmp_path,
     monkeypatch.setenv("SMOLQL_CACHE", str(tmp_path))
     spec, batch, reference = lite0_inputs
     with pytest.raises(InferenceError, match="int8 needs calibration"):
-        BACKENDS["onnxruntime"].open(spec, "int8", threads=2, batch_size=16)
+        backends()["onnxruntime"].open(spec, "int8", threads=2, batch_size=16)
     quantize(spec, batch[:32])
-    session = BACKENDS["onnxruntime"].open(spec, "int8", threads=2, batch_size=16)
+    session = backends()["onnxruntime"].open(spec, "int8", threads=2, batch_size=16)
     logits = np.concatenate([session.run(batch[i : i + 16]) for i in range(0, len(batch), 16)])
     agreement = (logits.argmax(1) == reference.argmax(1)).mean()
     assert agreement >= 0.85, f"int8 top-1 agreement {agreement:.3f}"
