@@ -12,22 +12,16 @@ hashed, so the key is always the hash of the bytes that are there.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
 
+from smolql.sources import Signature, read, stat
 from smolql.store import SCHEMA
 
 HASH_BYTES = 16  # BLAKE2b-128, as ingest records it
-
-Signature = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
-
-
-def signature(st: os.stat_result) -> Signature:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def content_hash(data: bytes) -> str:
@@ -47,9 +41,9 @@ class Expected:
     signature: Signature
     hash: str
 
-    def digest(self, data: bytes, st: os.stat_result) -> str:
-        """The hash of ``data``, read from a file whose stat after the read was ``st``."""
-        return self.hash if signature(st) == self.signature else content_hash(data)
+    def digest(self, data: bytes, signature: Signature) -> str:
+        """The hash of ``data``, read under ``signature``."""
+        return self.hash if signature == self.signature else content_hash(data)
 
 
 @dataclass(frozen=True)
@@ -104,19 +98,17 @@ def _resolve_one(img: dict, recorded: tuple | None) -> Current:
     if not isinstance(path, str) or not path:
         return Current(str(path), None, None, None, "the image value has no file path")
     try:
-        st = os.stat(path)
+        now = stat(path)
     except OSError as e:
         return Current(path, None, None, None, f"{path}: cannot read file: {e.strerror or e}")
     if recorded is not None:
         r_path, r_hash, size, mtime_ns, ctime_ns, inode, orientation = recorded
         trusted = r_path == path and r_hash == img["hash"] and ctime_ns is not None
-        if trusted and signature(st) == (size, mtime_ns, ctime_ns, inode):
-            return Current(path, r_hash, Expected(signature(st), r_hash), orientation)
+        if trusted and now == (size, mtime_ns, ctime_ns, inode):
+            return Current(path, r_hash, Expected(now, r_hash), orientation)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-            after = os.fstat(f.fileno())
+        data, after = read(path)
     except OSError as e:
         return Current(path, None, None, None, f"{path}: cannot read file: {e.strerror or e}")
     digest = content_hash(data)
-    return Current(path, digest, Expected(signature(after), digest), None)
+    return Current(path, digest, Expected(after, digest), None)

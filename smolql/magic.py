@@ -29,6 +29,7 @@ from smolql.connection import Connection, connect
 from smolql.errors import Error
 from smolql.output import IMAGE_KEYS, cell_text
 from smolql.parse import split
+from smolql.sources import read
 
 CLASS_KEYS = {"label", "score", "class_index"}
 
@@ -86,7 +87,8 @@ class Result:
             [image["catalog"], image["id"]],
         ).fetchall()
         try:
-            with Image.open(rows[0][0] if rows else image["path"]) as im:
+            source = rows[0][0] if rows else io.BytesIO(read(image["path"])[0])
+            with Image.open(source) as im:
                 im.draft("RGB", (self.thumb, self.thumb))  # never decode a full original
                 im = im.convert("RGB")
                 im.thumbnail((self.thumb, self.thumb))

@@ -1,5 +1,6 @@
-"""Extension points (issue 14, point 5): a backend from another package, found through the
-``smolql.backends`` entry-point group exactly as the built-ins are, and used from SQL."""
+"""Extension points (issue 14, point 5): a backend and a catalog source from another package,
+found through the ``smolql.backends`` and ``smolql.sources`` entry-point groups exactly as the
+built-ins are, and used from SQL."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import pytest
 
@@ -23,6 +25,9 @@ version = "0.1.0"
 
 [project.entry-points."smolql.backends"]
 ort_plain = "smolql_example_backend:register"
+
+[project.entry-points."smolql.sources"]
+zip = "smolql_example_backend:register_source"
 """
 
 PLUGIN_MODULE = '''
@@ -61,6 +66,64 @@ class PlainOrt(Backend):
 
 def register(register_backend):
     register_backend(PlainOrt())
+
+
+import os
+import zipfile
+
+from smolql.errors import CatalogInputError
+from smolql.sources import Source
+
+
+class ZipSource(Source):
+    """Images inside a zip archive: ``zip:///path/archive.zip``; one image is
+    ``zip:///path/archive.zip!member.jpg``."""
+
+    name = "zip"
+
+    def claims(self, location):
+        return location.startswith("zip://")
+
+    def _split(self, path):
+        archive, _, member = path[len("zip://"):].partition("!")
+        return archive, member
+
+    def resolve(self, location):
+        archive = os.path.abspath(self._split(location)[0])
+        if not zipfile.is_zipfile(archive):
+            raise CatalogInputError("not a zip archive", file=archive)
+        return "zip://" + archive
+
+    def list(self, location):
+        archive = self._split(location)[0]
+        with zipfile.ZipFile(archive) as z:
+            names = [n for n in z.namelist() if n.lower().endswith((".jpg", ".jpeg", ".png"))]
+        return sorted(f"zip://{archive}!{n}" for n in names)
+
+    def _member(self, z, path, member):
+        try:
+            return z.getinfo(member)
+        except KeyError:
+            raise FileNotFoundError(path) from None
+
+    def _signature(self, archive, info):
+        st = os.stat(archive)
+        return (info.file_size, st.st_mtime_ns, info.CRC, st.st_ino)
+
+    def stat(self, path):
+        archive, member = self._split(path)
+        with zipfile.ZipFile(archive) as z:
+            return self._signature(archive, self._member(z, path, member))
+
+    def read(self, path):
+        archive, member = self._split(path)
+        with zipfile.ZipFile(archive) as z:
+            info = self._member(z, path, member)
+            return z.read(info), self._signature(archive, info)
+
+
+def register_source(register):
+    register(ZipSource())
 '''
 
 USE_IT = """
@@ -77,6 +140,14 @@ con.sql("SET smolql.cache = off")
 plan = con.sql("EXPLAIN " + sql)["plan"].to_pylist()
 print("plan:", [line for line in plan if "plan:" in line][0])
 print("same labels:", con.sql(sql).to_pylist() == reference)
+
+con.sql("SET smolql.backend = 'onnxruntime'")
+con.create_catalog("zipped", "zip://" + sys.argv[3], renditions=(), progress=False)
+zipped = con.sql(sql.replace("photos", "zipped")).to_pylist()
+by_name = {r["file"].split("!")[-1]: r["label"] for r in zipped}
+print("zip source:", len(zipped), "images, same labels:",
+      by_name == {r["file"]: r["label"] for r in reference})
+print("zip path:", con.sql("SELECT path FROM zipped LIMIT 1").to_pylist()[0]["path"])
 """
 
 
@@ -92,8 +163,12 @@ def test_a_backend_plugin_is_found_and_used_from_sql(tmp_path, small_dir):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert install.returncode == 0, install.stderr
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in sorted(small_dir.iterdir()):
+            z.write(f, f.name)
     proc = subprocess.run(
-        [sys.executable, "-c", USE_IT, str(tmp_path / "p.duckdb"), str(small_dir)],
+        [sys.executable, "-c", USE_IT, str(tmp_path / "p.duckdb"), str(small_dir), str(archive)],
         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(site)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -101,6 +176,8 @@ def test_a_backend_plugin_is_found_and_used_from_sql(tmp_path, small_dir):
     assert "'ort_plain'" in out and "'onnxruntime'" in out  # the built-ins came in the same way
     assert "ort_plain/fp32" in out
     assert "same labels: True" in out
+    assert f"zip source: {len(list(small_dir.iterdir()))} images, same labels: True" in out
+    assert f"zip path: zip://{archive}!" in out
 
 
 def test_without_the_plugin_the_backend_is_unknown(con):

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from smolql.catalog.spec import RenditionSpec
 from smolql.catalog.worker import TMP_MARK, Ingested, Skipped, ingest_file
-from smolql.freshness import signature
 from smolql.imaging.decode import turbo
+from smolql.sources import stat
 from smolql.store import SCHEMA, fetch_one
 
 COMMIT_EVERY = 64
@@ -134,14 +134,13 @@ def _plan(
 
 
 def _changed(path: str, recorded: tuple) -> bool:
-    """Whether a file may differ from what was ingested: any change of size, mtime, ctime or
-    inode (a replacement with the same size and mtime still changes ctime and usually the
-    inode; rows from before ctime was recorded count as changed)."""
+    """Whether a file may differ from what was ingested: any change of its source's signature
+    (for local files size, mtime, ctime or inode: a replacement with the same size and mtime
+    still changes ctime; rows from before ctime was recorded count as changed)."""
     try:
-        st = os.stat(path)
+        return stat(path) != recorded
     except OSError:
         return True
-    return signature(st) != recorded
 
 
 def _run(

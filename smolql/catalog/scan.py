@@ -1,45 +1,16 @@
-"""Find the image files a catalog source names: a directory (recursive) or a glob."""
+"""Find the image files a catalog location names, through the source that serves it
+(:mod:`smolql.sources`; the local folder/glob source is ``smolql.catalogs.local``)."""
 
 from __future__ import annotations
 
-import glob
-import os
-from pathlib import Path
-
-from smolql.errors import CatalogInputError
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+from smolql.sources import source_for
 
 
-def is_image_name(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES
+def resolve_source(location: str) -> str:
+    """The normalised location (an absolute directory or glob for local files)."""
+    return source_for(location).resolve(location)
 
 
-def resolve_source(source: str) -> str:
-    """Normalise a source to an absolute directory or glob, checking that it can exist."""
-    expanded = os.path.expanduser(source)
-    if glob.has_magic(expanded):
-        return os.path.abspath(expanded)
-    path = Path(expanded).resolve()
-    if not path.is_dir():
-        raise CatalogInputError("catalog source is not a directory or a glob", file=str(path))
-    return str(path)
-
-
-def scan(source: str) -> list[str]:
-    """Absolute paths of image files under ``source``, sorted.
-
-    Files are matched on their extension; their content is checked at ingest, where a bad file
-    is recorded as an error instead of stopping the rest.
-    """
-    if glob.has_magic(source):
-        candidates = glob.iglob(source, recursive=True)
-    else:
-        candidates = (
-            os.path.join(root, name)
-            for root, _dirs, names in os.walk(source, followlinks=False)
-            for name in names
-        )
-    return sorted(
-        os.path.abspath(p) for p in candidates if is_image_name(p) and not os.path.isdir(p)
-    )
+def scan(location: str) -> list[str]:
+    """Paths of the image files at ``location``, sorted."""
+    return source_for(location).list(location)

@@ -16,6 +16,7 @@ from smolql.freshness import content_hash
 from smolql.imaging.decode import decode_rgb
 from smolql.imaging.encode import encode, shrink_to_short_side
 from smolql.imaging.probe import probe
+from smolql.sources import read
 
 TMP_MARK = ".tmp-"
 
@@ -62,9 +63,7 @@ def ingest_file(
 
 
 def _ingest(path: str, specs: tuple[RenditionSpec, ...], out_dir: str, max_pixels: int) -> Ingested:
-    with open(path, "rb") as f:
-        data = f.read()
-        st = os.fstat(f.fileno())  # after the read: the signature of the bytes hashed below
+    data, (size, mtime_ns, ctime_ns, inode) = read(path)  # the signature of these bytes
     info = probe(data, path)
     if info.pixels > max_pixels:
         raise DecodeError(
@@ -87,11 +86,11 @@ def _ingest(path: str, specs: tuple[RenditionSpec, ...], out_dir: str, max_pixel
         "stored_width": info.stored_width,
         "stored_height": info.stored_height,
         "mode": info.mode,
-        "bytes": st.st_size,
-        "mtime": datetime.fromtimestamp(st.st_mtime),
-        "mtime_ns": st.st_mtime_ns,
-        "ctime_ns": st.st_ctime_ns,
-        "inode": st.st_ino,
+        "bytes": size,
+        "mtime": datetime.fromtimestamp(mtime_ns / 1e9),
+        "mtime_ns": mtime_ns,
+        "ctime_ns": ctime_ns,
+        "inode": inode,
         "hash": digest,
         "orientation": info.orientation,
         "progressive": info.progressive,

@@ -17,6 +17,7 @@ from smolql.catalog.spec import RenditionSpec
 from smolql.imaging.decode import decode_other, decode_rgb
 from smolql.imaging.encode import encode, shrink_to_short_side
 from smolql.imaging.probe import probe
+from smolql.sources import read
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,7 @@ class Pair:
 def load_pair(path: str, rendition: RenditionSpec, max_short_side: int) -> Pair:
     """Decode ``path`` (DCT-scaled down to about ``max_short_side`` at most, so memory stays
     bounded for large photographs) and make its rendition twin."""
-    with open(path, "rb") as f:
-        data = f.read()
+    data, _ = read(path)
     info = probe(data, path)
     # The rendition is made as ingest makes it: from a decode at least twice its short side.
     full = decode_rgb(data, info, path, min_short_side=2 * rendition.short_side)

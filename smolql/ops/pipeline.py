@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from smolql.imaging.probe import probe
 from smolql.ops.geometry import plan_image
 from smolql.ops.spec import Rect, SourceInfo, TensorSpec, Transform
 from smolql.ops.steps import ImagePlan
+from smolql.sources import read
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -70,9 +70,7 @@ class Preprocessor:
         """Read, plan and preprocess one image into ``out`` (a (3, C, C) float32 slot); return
         the content hash of the bytes decoded when ``ref.expect`` asks for it."""
         try:
-            with open(ref.path, "rb") as f:
-                data = f.read()
-                st = os.fstat(f.fileno()) if ref.expect is not None else None
+            data, signature = read(ref.path)
         except OSError as e:
             raise DecodeError(f"cannot read file: {e.strerror or e}", file=ref.path) from e
         plan = self.plan(data, ref)
@@ -80,7 +78,7 @@ class Preprocessor:
             plan.run(data, out)
         except ValueError as e:
             raise DecodeError(f"corrupt or truncated image: {e}", file=ref.path) from e
-        return ref.expect.digest(data, st) if ref.expect is not None else None
+        return ref.expect.digest(data, signature) if ref.expect is not None else None
 
 
 def source_info(data: bytes, ref: ImageRef) -> SourceInfo:

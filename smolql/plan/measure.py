@@ -18,6 +18,7 @@ from smolql.ops.loader import stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
 from smolql.plan.cost import ImageCost
 from smolql.plan.space import ORIGINAL, PhysicalPlan, sized
+from smolql.sources import read
 
 CALIBRATION_IMAGES = 64
 WARMUP_BATCHES = 3  # a fresh ONNX Runtime session runs its first two or three batches slower
@@ -73,8 +74,7 @@ def stage_costs(
         slot = np.empty(pre.output.shape, np.float32)
         costs = []
         for ref in refs_for(plan, images):
-            with open(ref.path, "rb") as f:
-                data = f.read()
+            data, _ = read(ref.path)
             best = None
             for _ in range(2):
                 t0 = time.perf_counter()

@@ -1,0 +1,70 @@
+"""The local catalog source: a directory (searched recursively) or a glob of image files.
+
+Registered through the ``smolql.sources`` entry-point group, as any connector would be.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from smolql.errors import CatalogInputError
+from smolql.sources import Signature, Source
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+def is_image_name(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES
+
+
+def signature(st: os.stat_result) -> Signature:
+    """Size, mtime, ctime and inode: any write changes mtime and ctime (which no user can
+    set back), a replacement usually the inode too."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+class LocalSource(Source):
+    name = "local"
+
+    def claims(self, location: str) -> bool:
+        return "://" not in location
+
+    def resolve(self, location: str) -> str:
+        expanded = os.path.expanduser(location)
+        if glob.has_magic(expanded):
+            return os.path.abspath(expanded)
+        path = Path(expanded).resolve()
+        if not path.is_dir():
+            raise CatalogInputError("catalog source is not a directory or a glob", file=str(path))
+        return str(path)
+
+    def list(self, location: str) -> list[str]:
+        """Files are matched on their extension; their content is checked at ingest, where a
+        bad file is recorded as an error instead of stopping the rest."""
+        if glob.has_magic(location):
+            candidates = glob.iglob(location, recursive=True)
+        else:
+            candidates = (
+                os.path.join(root, name)
+                for root, _dirs, names in os.walk(location, followlinks=False)
+                for name in names
+            )
+        return sorted(
+            os.path.abspath(p) for p in candidates if is_image_name(p) and not os.path.isdir(p)
+        )
+
+    def stat(self, path: str) -> Signature:
+        return signature(os.stat(path))
+
+    def read(self, path: str) -> tuple[bytes, Signature]:
+        with open(path, "rb") as f:
+            data = f.read()
+            return data, signature(os.fstat(f.fileno()))  # after the read: these bytes'
+
+
+def register(register_source: Callable[[Source], Source]) -> None:
+    """Entry point of the ``smolql.sources`` group."""
+    register_source(LocalSource())

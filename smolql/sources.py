@@ -1,0 +1,85 @@
+"""Catalog sources: where images live, and the one way SmolQL reads them.
+
+A :class:`Source` turns a catalog location into image paths (``list``), and reads one image's
+bytes with a *signature*: four integers that change whenever the content may have changed
+(for local files: size, mtime, ctime and inode). The signature is what ingest records and what
+:mod:`smolql.freshness` checks before the result cache may answer.
+
+Sources register by name in a plain dict, through the ``smolql.sources`` entry-point group,
+exactly as a third party's would; the built-in local folder/glob source is
+``smolql.catalogs.local:register``. A location is served by the first source that claims it
+(the local source claims everything without a ``scheme://``).
+
+>>> source_for("/photos/cat.jpg").name
+'local'
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from smolql.errors import CatalogInputError
+from smolql.registry import Registry
+
+ENTRY_POINT_GROUP = "smolql.sources"
+Signature = tuple[int, int, int, int]
+
+
+class Source(ABC):
+    """Lists a catalog location's images and reads them."""
+
+    name: str
+
+    @abstractmethod
+    def claims(self, location: str) -> bool:
+        """Whether this source serves ``location`` (a catalog location or an image path)."""
+
+    @abstractmethod
+    def resolve(self, location: str) -> str:
+        """The normalised location (absolute, checked that it can exist), or an error."""
+
+    @abstractmethod
+    def list(self, location: str) -> list[str]:
+        """Paths of the image files at ``location``, sorted."""
+
+    @abstractmethod
+    def stat(self, path: str) -> Signature:
+        """The image's signature; ``OSError`` if it cannot be reached."""
+
+    @abstractmethod
+    def read(self, path: str) -> tuple[bytes, Signature]:
+        """The image's bytes and the signature they were read under; ``OSError`` if it
+        cannot be read."""
+
+
+_REGISTRY: Registry[Source] = Registry(ENTRY_POINT_GROUP, "catalog source", CatalogInputError)
+
+
+def register_source(source: Source, *, replace: bool = False) -> Source:
+    """Add a source under ``source.name``; a second one of that name is an error unless
+    ``replace``. Sources registered later are asked first (a plugin may claim what the local
+    source would)."""
+    return _REGISTRY.register(source, replace=replace)
+
+
+def sources() -> dict[str, Source]:
+    return _REGISTRY.all()
+
+
+def source_for(location: str) -> Source:
+    """The source that serves ``location``."""
+    for source in reversed(list(sources().values())):
+        if source.claims(location):
+            return source
+    raise CatalogInputError(
+        f"no catalog source reads {location!r} (installed: {', '.join(sources()) or 'none'})"
+    )
+
+
+def read(path: str) -> tuple[bytes, Signature]:
+    """An image's bytes and signature, through its source."""
+    return source_for(path).read(path)
+
+
+def stat(path: str) -> Signature:
+    return source_for(path).stat(path)
