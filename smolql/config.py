@@ -74,24 +74,19 @@ def _positive_float(value: Any) -> float:
     return number
 
 
-def _choice(*options: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        text = str(value).strip().lower()
-        if text not in options:
-            raise ValueError(f"must be one of {', '.join(options)}")
-        return text
+def _choice(*options: str, what: str | None = None) -> Callable[[Any], str]:
+    """One of ``options`` (case-insensitive); naming ``what`` answers an unknown value with
+    "unknown <what> ...; did you mean ...?"."""
 
-    return parse
-
-
-def _named_choice(what: str, *options: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).strip()
-        if text.lower() not in options:
-            from smolql.suggest import did_you_mean
+        if text.lower() in options:
+            return text.lower()
+        if what is None:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        from smolql.suggest import did_you_mean
 
-            raise ValueError(f"unknown {what} {text!r}{did_you_mean(text.lower(), options)}")
-        return text.lower()
+        raise ValueError(f"unknown {what} {text!r}{did_you_mean(text.lower(), options)}")
 
     return parse
 
@@ -100,7 +95,7 @@ def _backend_name(value: Any) -> str:
     # The registry sits above this module; it is imported only when a backend is named.
     from smolql.backends.registry import backends
 
-    return _named_choice("backend", "auto", *backends())(value)
+    return _choice("auto", *backends(), what="backend")(value)
 
 
 def _model_name(value: Any) -> str:
@@ -143,7 +138,7 @@ SETTINGS: dict[str, Setting] = {
             "auto",
             "fp32, bf16, fp16, int8, or 'auto' (the backend's; with backend 'auto', the"
             " fastest that keeps top-1 agreement with fp32).",
-            _named_choice("precision", *PRECISIONS),
+            _choice(*PRECISIONS, what="precision"),
         ),
         Setting(
             "batch_size", 0, "Inference batch size; 0 means the measured best.", _non_negative_int

@@ -221,14 +221,11 @@ class Connection:
         chosen = {}
         for name in models or [self.settings.model]:
             spec = get_model(name)
-            done = load(spec)
-            if done is None or not only_missing:
+            stored = load(spec) if only_missing else None
+            if stored is None:
                 say(f"calibrating {name}: every backend, precision and batch size here")
-                done_m = classify.calibrate(spec, list(paths))
-            else:
-                done_m = done.chosen
-            chosen[name] = (done_m.backend, done_m.precision, done_m.batch_size,
-                            done_m.images_per_s)  # fmt: skip
+            m = stored.chosen if stored else classify.calibrate(spec, list(paths))
+            chosen[name] = (m.backend, m.precision, m.batch_size, m.images_per_s)
         return chosen
 
     def _profile_models(self) -> list[str]:

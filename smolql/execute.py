@@ -35,7 +35,6 @@ from smolql.stage import (
     plan_stage,
     run_stage,
 )
-from smolql.store import SCHEMA
 
 # Rough per-image costs on one core for EXPLAIN's estimate (benchmarks/preprocess.py).
 DECODE_S, RESIZE_S = 0.0015, 0.00025
@@ -105,7 +104,8 @@ def _boundary(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     except duckdb.Error as e:
         raise _hint(con, sql_error(e)) from e
     except SmolQLError as e:
-        raise _hint(con, e) from e.__cause__
+        _hint(con, e)
+        raise
 
 
 def _hint(con: duckdb.DuckDBPyConnection, e: SmolQLError) -> SmolQLError:
@@ -124,7 +124,7 @@ def _missing_table(e: SmolQLError) -> bool:
 
 def _has_catalogs(con: duckdb.DuckDBPyConnection) -> bool:
     try:
-        return bool(con.execute(f"SELECT count(*) FROM {SCHEMA}.catalogs").fetchall()[0][0])
+        return bool(catalog_names(con))
     except duckdb.Error:
         return True
 

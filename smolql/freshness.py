@@ -16,10 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import duckdb
-import pyarrow as pa
 
 from smolql.sources import Signature, read, stat
-from smolql.store import SCHEMA
+from smolql.store import image_signatures
 
 HASH_BYTES = 16  # BLAKE2b-128, as ingest records it
 
@@ -70,27 +69,9 @@ def resolve(con: duckdb.DuckDBPyConnection, images: Iterable[dict]) -> dict[tupl
 
 def _recorded(con: duckdb.DuckDBPyConnection, images: Iterable[dict]) -> dict[tuple, tuple]:
     pairs = {(img["catalog"], img["id"]) for img in images}
-    pairs = {(c, i) for c, i in pairs if isinstance(c, str) and isinstance(i, int)}
-    if not pairs:
-        return {}
-    con.register(
-        "__smolql_ids",
-        pa.table(
-            {
-                "catalog": pa.array([c for c, _ in pairs], pa.string()),
-                "id": pa.array([i for _, i in pairs], pa.int64()),
-            }
-        ),
+    return image_signatures(
+        con, {(c, i) for c, i in pairs if isinstance(c, str) and isinstance(i, int)}
     )
-    try:
-        rows = con.execute(
-            "SELECT i.catalog, i.id, i.path, i.hash, i.bytes, i.mtime_ns, i.ctime_ns, i.inode,"
-            f" i.orientation FROM {SCHEMA}.images i JOIN __smolql_ids q"
-            " ON i.catalog = q.catalog AND i.id = q.id"
-        ).fetchall()
-    finally:
-        con.unregister("__smolql_ids")
-    return {(c, i): rest for c, i, *rest in rows}
 
 
 def _resolve_one(img: dict, recorded: tuple | None) -> Current:

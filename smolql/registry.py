@@ -14,8 +14,9 @@ same way (their entry points are declared in SmolQL's own ``pyproject.toml``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
+from types import MappingProxyType
 from typing import Generic, TypeVar
 
 from smolql.errors import SmolQLError
@@ -38,6 +39,7 @@ class Registry(Generic[T]):
         self.group, self.kind, self.error = group, kind, error
         self.prepare = prepare  # applied to every item as it is registered
         self._items: dict[str, T] = {}
+        self._view = MappingProxyType(self._items)
         self._loaded = False
         self._lock = threading.RLock()
 
@@ -55,9 +57,10 @@ class Registry(Generic[T]):
         self._items[item.name] = item  # type: ignore[attr-defined]
         return item
 
-    def all(self) -> dict[str, T]:
+    def all(self) -> Mapping[str, T]:
+        """A read-only view (no copy: sources are looked up for every image read)."""
         self._load()
-        return dict(self._items)
+        return self._view
 
     def get(self, name: str) -> T:
         items = self.all()

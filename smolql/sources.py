@@ -17,6 +17,7 @@ exactly as a third party's would; the built-in local folder/glob source is
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
 from smolql.errors import CatalogInputError
 from smolql.registry import Registry
@@ -62,13 +63,13 @@ def register_source(source: Source, *, replace: bool = False) -> Source:
     return _REGISTRY.register(source, replace=replace)
 
 
-def sources() -> dict[str, Source]:
+def sources() -> Mapping[str, Source]:
     return _REGISTRY.all()
 
 
 def source_for(location: str) -> Source:
     """The source that serves ``location``."""
-    for source in reversed(list(sources().values())):
+    for source in reversed(sources().values()):
         if source.claims(location):
             return source
     raise CatalogInputError(

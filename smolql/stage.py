@@ -27,7 +27,7 @@ from smolql.plan.logical import IMAGE, Stage, roi_names
 from smolql.plan.space import ORIGINAL
 from smolql.regions import InvalidBox, region
 from smolql.sqlrun import bound, sql_error
-from smolql.store import SCHEMA
+from smolql.store import renditions_by_hash
 from smolql.udf import BOX_ARGS, error
 
 VALUE = pa.struct(
@@ -107,8 +107,10 @@ def plan_stage(settings: Settings, stage: Stage, choice: plan_choice.Choice) -> 
 
 @dataclass
 class _Work:
-    """One stage's images: per driver row its key (None: NULL result), and one ref per key."""
+    """One stage's images: the driver rows' image values, per row its key (None: NULL
+    result), and one ref per key."""
 
+    images: list[dict | None]
     keys: list[Key | None]
     refs: dict[Key, ImageRef]
     uncacheable: set[Key]
@@ -133,7 +135,7 @@ def run_stage(
     plan = planned.plan
     work = _work(con, settings, stage, driver, plan.rendition or ORIGINAL, stats)
     found = _evaluate(con, settings, stage, plan, work, stats)
-    table = _lookup_table(driver, work.keys, found, stage, plan.spec.name)
+    table = _lookup_table(driver, work, found, stage, plan.spec.name)
     stats.seconds = time.perf_counter() - start
     return stats, table
 
@@ -183,25 +185,30 @@ def _work(
     current = resolve(con, (img for img in images if img is not None))
     small = None
     if source != ORIGINAL:
-        small = _renditions(con, {c.hash for c in current.values() if c.hash}, source)
-    work = _Work([], {}, set())
+        small = renditions_by_hash(con, {c.hash for c in current.values() if c.hash}, source)
+    work = _Work(images, [], {}, set())
     for i, img in enumerate(images):
         key = None
         if img is not None:
             cur = current[(img["path"], img["hash"])]
-            key = _key(cur, boxes[i] if names else None, settings, stats)
-            if key is not None and key not in work.refs:
-                work.refs[key] = _ref(key, cur, small, work)
+            keyed = _key(cur, boxes[i] if names else None, settings, stats)
+            if keyed is not None:
+                key, rect = keyed
+                if key not in work.refs:
+                    work.refs[key] = _ref(key, cur, rect, small, work)
         work.keys.append(key)
     return work
 
 
-def _key(cur: Current, box, settings: Settings, stats: StageStats) -> Key | None:
-    """The content and region a row needs, or None (NULL result, with a warning if invalid)."""
+def _key(
+    cur: Current, box, settings: Settings, stats: StageStats
+) -> tuple[Key, Rect | None] | None:
+    """The content and region a row needs, and the region as pixels; None for a NULL result
+    (with a warning when the file or the box is invalid)."""
     if cur.error:
         report(settings, stats, cur.error, cur.path)
         return None
-    rect: Rect | None = None
+    rect = None
     if box is not None:
         try:
             rect = region(box)
@@ -210,36 +217,19 @@ def _key(cur: Current, box, settings: Settings, stats: StageStats) -> Key | None
             return None
         if rect is None:
             return None  # a NULL crop argument: NULL, like any SQL function
-    return cur.hash, ",".join(map(str, rect.as_tuple())) if rect else ""
+    return (cur.hash, ",".join(map(str, rect.as_tuple())) if rect else ""), rect
 
 
-def _ref(key: Key, cur: Current, small: dict[str, str] | None, work: _Work) -> ImageRef:
+def _ref(
+    key: Key, cur: Current, rect: Rect | None, small: dict[str, str] | None, work: _Work
+) -> ImageRef:
     """How to read one key's pixels: its rendition (when the plan reads renditions and the
     content has one), else the original file."""
-    rect = None
-    if key[1]:
-        rect = Rect(*(int(v) for v in key[1].split(",")))
-    elif small is not None:
+    if rect is None and small is not None:
         if key[0] in small:
             return ImageRef(key, small[key[0]], 1)  # renditions are stored upright
         work.uncacheable.add(key)  # changed since ingest: no rendition of this content yet
     return ImageRef(key, cur.path, cur.orientation, rect, cur.expected)
-
-
-def _renditions(con: duckdb.DuckDBPyConnection, hashes: set[str], source: str) -> dict[str, str]:
-    """Rendition files of the given content hashes (renditions are content-addressed)."""
-    if not hashes:
-        return {}
-    con.register("__smolql_hashes", pa.table({"hash": pa.array(sorted(hashes), pa.string())}))
-    try:
-        rows = con.execute(
-            f"SELECT r.hash, any_value(r.path) FROM {SCHEMA}.renditions r"
-            " JOIN __smolql_hashes q USING (hash) WHERE r.spec = ? GROUP BY r.hash",
-            [source],
-        ).fetchall()
-    finally:
-        con.unregister("__smolql_hashes")
-    return dict(rows)
 
 
 def report(settings: Settings, stats: StageStats, message: str, path: str) -> None:
@@ -290,19 +280,18 @@ def _text(img: dict | None, field: str) -> str | None:
 
 
 def _lookup_table(
-    driver: pa.Table, keys: list[Key | None], found: dict[Key, list], stage: Stage, model: str
+    driver: pa.Table, work: _Work, found: dict[Key, list], stage: Stage, model: str
 ) -> pa.Table:
     """One row per driver row: the image value's path and hash, the crop arguments as given
     (so that the final query's lookup matches them exactly), and the UDF value."""
     topk_kind = stage.call.kind == "classify_topk"
     values = []
-    for key in keys:
+    for key in work.keys:
         topk = found.get(key) if key is not None else None
         items = [{**t, "model": model} for t in topk] if topk is not None else None
         values.append(items if items is None or topk_kind else items[0])
-    images = driver.column(IMAGE).to_pylist()
     columns = {
-        name: pa.array([_text(img, field) for img in images], pa.string())
+        name: pa.array([_text(img, field) for img in work.images], pa.string())
         for name, field in (("__path", "path"), ("__hash", "hash"))
     }
     for name in roi_names(len(stage.call.roi or ())):

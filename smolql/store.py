@@ -9,6 +9,7 @@ import threading
 from typing import ClassVar
 
 import duckdb
+import pyarrow as pa
 
 from smolql.errors import CatalogError
 
@@ -158,3 +159,47 @@ def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = No
     for the next statement (DuckDB refuses new work while a result is pending)."""
     rows = con.execute(sql, params or []).fetchall()
     return rows[0] if rows else None
+
+
+def image_signatures(
+    con: duckdb.DuckDBPyConnection, pairs: set[tuple[str, int]]
+) -> dict[tuple[str, int], tuple]:
+    """Per (catalog, id): the path, hash, signature (bytes, mtime_ns, ctime_ns, inode) and
+    orientation recorded at ingest."""
+    if not pairs:
+        return {}
+    ids = pa.table(
+        {
+            "catalog": pa.array([c for c, _ in pairs], pa.string()),
+            "id": pa.array([i for _, i in pairs], pa.int64()),
+        }
+    )
+    con.register("__smolql_ids", ids)
+    try:
+        rows = con.execute(
+            "SELECT i.catalog, i.id, i.path, i.hash, i.bytes, i.mtime_ns, i.ctime_ns, i.inode,"
+            f" i.orientation FROM {SCHEMA}.images i JOIN __smolql_ids q"
+            " ON i.catalog = q.catalog AND i.id = q.id"
+        ).fetchall()
+    finally:
+        con.unregister("__smolql_ids")
+    return {(c, i): tuple(rest) for c, i, *rest in rows}
+
+
+def renditions_by_hash(
+    con: duckdb.DuckDBPyConnection, hashes: set[str], spec: str
+) -> dict[str, str]:
+    """The file of rendition ``spec`` per original content hash (renditions are
+    content-addressed)."""
+    if not hashes:
+        return {}
+    con.register("__smolql_hashes", pa.table({"hash": pa.array(sorted(hashes), pa.string())}))
+    try:
+        rows = con.execute(
+            f"SELECT r.hash, any_value(r.path) FROM {SCHEMA}.renditions r"
+            " JOIN __smolql_hashes q USING (hash) WHERE r.spec = ? GROUP BY r.hash",
+            [spec],
+        ).fetchall()
+    finally:
+        con.unregister("__smolql_hashes")
+    return dict(rows)

@@ -9,6 +9,7 @@ the inference runtimes, so an upgrade or new weights simply find no file and mea
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -51,8 +52,10 @@ def folder() -> Path:
     return cache_dir() / "calibration"
 
 
+@functools.cache
 def runtime_versions() -> dict[str, str]:
-    """Installed versions of the inference runtimes (read from metadata, not imported)."""
+    """Installed versions of the inference runtimes (read from metadata, not imported; once
+    per process: every plan asks, and each look-up scans the installed packages)."""
     out = {}
     for name in RUNTIMES:
         try:

@@ -11,6 +11,8 @@ whether it can run here is asked at run time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from smolql.backends.base import Backend
 from smolql.errors import InferenceError
 from smolql.registry import Registry
@@ -25,7 +27,7 @@ def register_backend(backend: Backend, *, replace: bool = False) -> Backend:
     return _REGISTRY.register(backend, replace=replace)
 
 
-def backends() -> dict[str, Backend]:
+def backends() -> Mapping[str, Backend]:
     """Every registered backend, whether or not it can run here."""
     return _REGISTRY.all()
 

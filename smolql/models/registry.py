@@ -10,6 +10,7 @@ True
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from smolql.errors import InferenceError
 from smolql.models.spec import ModelSpec
@@ -43,5 +44,5 @@ def get_model(name: str) -> ModelSpec:
     return _REGISTRY.get(name)
 
 
-def models() -> dict[str, ModelSpec]:
+def models() -> Mapping[str, ModelSpec]:
     return _REGISTRY.all()
