@@ -21,14 +21,15 @@ from common import sample_files
 
 import smolql
 
-# The child reports its own peak RSS and which inference runtimes it imported.
+# The child reports its own peak RSS (VmHWM: ru_maxrss would carry over the parent's peak
+# across fork and exec) and which inference runtimes it imported.
 CHILD = """
-import resource, sys
+import sys
 from smolql.cli import main
 main(sys.argv[1:])
 heavy = [m for m in ("torch", "onnxruntime", "openvino") if m in sys.modules]
-print("COST", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, ",".join(heavy) or "-",
-      file=sys.stderr)
+hwm = next(ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM"))
+print("COST", hwm, ",".join(heavy) or "-", file=sys.stderr)
 """
 
 # Every query runs with the engine the cache was filled with.
