@@ -29,10 +29,11 @@ from torchvision import transforms as T
 
 import smolql
 from smolql.backends.registry import available, backends
+from smolql.executor.local import classify_stream, softmax_topk
 from smolql.models.registry import get_model
-from smolql.ops.infer import classify_stream, softmax_topk, split_threads
 from smolql.ops.loader import stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
+from smolql.planner.cost import split_threads
 
 
 def labels() -> dict[str, int]:

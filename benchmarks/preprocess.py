@@ -27,7 +27,7 @@ from torchvision import transforms as T
 import smolql
 from smolql.ops.loader import stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
-from smolql.ops.spec import IMAGENET_MEAN, IMAGENET_STD, Transform
+from smolql.ops.transform import IMAGENET_MEAN, IMAGENET_STD, Transform
 
 TRANSFORM = Transform(256, 224, IMAGENET_MEAN, IMAGENET_STD)
 BATCH = 32

@@ -27,8 +27,8 @@ from inference import naive_peer
 import smolql
 from smolql.errors import QueryError
 from smolql.models.registry import get_model
-from smolql.plan.chart import frontier
-from smolql.plan.profile import MAX_ERROR
+from smolql.profile.chart import frontier
+from smolql.profile.run import MAX_ERROR
 
 RESULTS = REPO / "benchmarks" / "results"
 NAIVE_REPEATS = 3  # the naive peer takes 10-40 s a run; median of 3

@@ -8,10 +8,10 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from smolql.catalog.spec import DEFAULT_RENDITIONS
 from smolql.config import PROFILE_SAMPLE, SETTINGS, default_db_path
 from smolql.connection import Connection, connect
 from smolql.errors import SmolQLError
+from smolql.ingest.definition import DEFAULT_RENDITIONS
 from smolql.output import FORMATS, format_table, write_result
 
 MAX_REASONS = 10
@@ -228,8 +228,8 @@ def _say(text: str) -> None:
 
 
 def _profile(con: Connection, args: argparse.Namespace) -> int:
-    from smolql.plan.chart import as_table, plot
-    from smolql.plan.profile import MAX_ERROR
+    from smolql.profile.chart import as_table, plot
+    from smolql.profile.run import MAX_ERROR
 
     report = con.profile(
         args.catalog,

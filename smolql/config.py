@@ -98,6 +98,12 @@ def _backend_name(value: Any) -> str:
     return _choice("auto", *backends(), what="backend")(value)
 
 
+def _executor_name(value: Any) -> str:
+    from smolql.executor.base import executors
+
+    return _choice(*executors(), what="executor")(value)
+
+
 def _model_name(value: Any) -> str:
     from smolql.models.registry import get_model
 
@@ -144,6 +150,12 @@ SETTINGS: dict[str, Setting] = {
             "batch_size", 0, "Inference batch size; 0 means the measured best.", _non_negative_int
         ),
         Setting("cache", True, "Reuse stored UDF results (on/off).", _boolean),
+        Setting(
+            "executor",
+            "local",
+            "Where stages run: 'local' (this machine's threads) or a registered executor.",
+            _executor_name,
+        ),
         Setting(
             "on_error",
             "null",

@@ -12,12 +12,12 @@ import duckdb
 import pyarrow as pa
 
 from smolql import errors
-from smolql.catalog import manage
-from smolql.catalog.ingest import IngestSummary
-from smolql.catalog.spec import DEFAULT_RENDITIONS
 from smolql.config import PROFILE_SAMPLE, Settings, default_db_path, worker_count
 from smolql.dbapi import Cursor
-from smolql.store import RenditionRoot, close_database, open_database
+from smolql.ingest import manage
+from smolql.ingest.definition import DEFAULT_RENDITIONS
+from smolql.ingest.ingest import IngestSummary
+from smolql.storage.schema import RenditionRoot, close_database, open_database
 
 
 class Connection:
@@ -134,10 +134,11 @@ class Connection:
         """Classify a catalog's images (or one of its renditions): one row per image with
         ``id, label, score, class_index, model, error``; undecodable images get NULLs and an
         error naming the file."""
-        from smolql import classify
+        from smolql.executor.local import run
+        from smolql.planner.physical import make_plan, warn_if_uncalibrated
 
-        refs = classify.image_refs(self.duckdb, catalog, rendition, where)
-        plan = classify.make_plan(
+        refs = manage.image_refs(self.duckdb, catalog, rendition, where)
+        plan = make_plan(
             self.settings,
             model=model,
             backend=backend,
@@ -145,7 +146,8 @@ class Connection:
             batch_size=batch_size,
             rendition=rendition,
         )
-        return classify.run(plan, refs, progress=progress)
+        warn_if_uncalibrated(plan)
+        return run(plan, refs, progress=progress)
 
     @property
     def models_folder(self) -> str:
@@ -168,21 +170,21 @@ class Connection:
         say: Callable[[str], None] = lambda _: None,
     ):
         """Measure accuracy and throughput of every plan on a random sample of ``catalog``,
-        fit and check the cost model, and store the profiles (see :mod:`smolql.plan.profile`).
+        fit and check the cost model, and store the profiles (see :mod:`smolql.profile.run`).
         ``models`` defaults to every registered model with weights at hand and the same labels
         as the default model, including the models trained in this database."""
-        from smolql import classify
         from smolql.lowres.trained import trained_renditions
-        from smolql.plan.profile import Options, profile_catalog
+        from smolql.planner.physical import make_plan
+        from smolql.profile.run import Options, profile_catalog
 
         names = list(models) if models else self._profile_models()
         trained = trained_renditions(self.duckdb)
         names += [t for t in trained if t not in names and (t.split("@")[0] in names)]
         defaults = {}
-        paths = [r.path for r in classify.image_refs(self.duckdb, catalog, None, None)[:64]]
+        paths = [r.path for r in manage.image_refs(self.duckdb, catalog, None, None)[:64]]
         self.calibrate(names, paths=paths, only_missing=True, say=say)
         for name in names:
-            plan = classify.make_plan(
+            plan = make_plan(
                 self.settings,
                 model=name,
                 backend=None,
@@ -211,20 +213,20 @@ class Connection:
         model) on real images: ``paths``, a catalog's first 64, or the photographs shipped in
         scikit-image. The choice is kept in the user's cache and serves every database;
         returns model -> (backend, precision, batch size, images/s)."""
-        from smolql import classify
-        from smolql.backends.calibration import load
         from smolql.models.registry import get_model
+        from smolql.planner.calibration import load
+        from smolql.planner.engines import calibrate, calibration_images
 
         if paths is None:
-            refs = classify.image_refs(self.duckdb, catalog, None, None) if catalog else []
-            paths = [r.path for r in refs[:64]] or classify.calibration_images()
+            refs = manage.image_refs(self.duckdb, catalog, None, None) if catalog else []
+            paths = [r.path for r in refs[:64]] or calibration_images()
         chosen = {}
         for name in models or [self.settings.model]:
             spec = get_model(name)
             stored = load(spec) if only_missing else None
             if stored is None:
                 say(f"calibrating {name}: every backend, precision and batch size here")
-            m = stored.chosen if stored else classify.calibrate(spec, list(paths))
+            m = stored.chosen if stored else calibrate(spec, list(paths))
             chosen[name] = (m.backend, m.precision, m.batch_size, m.images_per_s)
         return chosen
 

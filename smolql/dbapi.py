@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from smolql.errors import InterfaceError, NotSupportedError, ProgrammingError
-from smolql.parse import split
+from smolql.sql.parse import split
 
 if TYPE_CHECKING:
     from smolql.connection import Connection

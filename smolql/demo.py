@@ -17,7 +17,7 @@ from PIL import Image
 
 from smolql.connection import Connection
 from smolql.output import format_table
-from smolql.store import MEMORY
+from smolql.storage.schema import MEMORY
 
 
 def load_definition(name: str = "demo") -> dict:
@@ -66,8 +66,8 @@ def run_demo(con: Connection) -> int:
 
 def show_classification(con: Connection, catalog: str) -> None:
     """Classify the demo photographs with the default model and the measured backend."""
-    from smolql.backends import choose
     from smolql.models.registry import get_model
+    from smolql.planner import engines as choose
 
     model = con.settings.model
     if con.settings.backend == "auto" and choose.stored_choice(get_model(model)) is None:

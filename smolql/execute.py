@@ -15,26 +15,19 @@ import pyarrow as pa
 from sqlglot import exp
 from sqlglot.tokens import Tokenizer, TokenType
 
-from smolql import cache
-from smolql.backends.choose import stored_choice
-from smolql.catalog.manage import names as catalog_names
 from smolql.config import SETTINGS, Settings
 from smolql.errors import QueryError, SmolQLError
+from smolql.executor.stage import DONE_TABLE, ImageWarning, StageStats, driver_rows, run_stage
 from smolql.freshness import resolve
+from smolql.ingest.manage import names as catalog_names
 from smolql.models.registry import get_model
-from smolql.parse import classify_statement, parse_one, split, uses_smolql
-from smolql.plan import choose as plan_choice
-from smolql.plan.logical import IMAGE, QueryPlan, Stage, plan_query
-from smolql.sqlrun import bound, query_arrow, sql_error
-from smolql.stage import (
-    DONE_TABLE,
-    ImageWarning,
-    StagePlan,
-    StageStats,
-    driver_rows,
-    plan_stage,
-    run_stage,
-)
+from smolql.planner import targets as plan_choice
+from smolql.planner.engines import stored_choice
+from smolql.planner.physical import StagePlan, plan_stage
+from smolql.sql.logical import IMAGE, QueryPlan, Stage, plan_query
+from smolql.sql.parse import classify_statement, parse_one, split, uses_smolql
+from smolql.sql.run import bound, query_arrow, sql_error
+from smolql.storage import cache
 
 # Rough per-image costs on one core for EXPLAIN's estimate (benchmarks/preprocess.py).
 DECODE_S, RESIZE_S = 0.0015, 0.00025
@@ -230,7 +223,9 @@ def evaluate_stages(
 
 def physical_plan(con, settings: Settings, plan: QueryPlan) -> dict[int, StagePlan]:
     """Each stage's physical plan, by stage index: what EXPLAIN shows and the executor runs."""
-    return {s.index: plan_stage(settings, s, _choose(con, settings, s)) for s in plan.stages}
+    return {
+        s.index: plan_stage(settings, s.call.model, _choose(con, settings, s)) for s in plan.stages
+    }
 
 
 def run_query(con, settings: Settings, text: str, values: dict):
@@ -312,7 +307,7 @@ def _describe(stage: Stage, model: str | None = None) -> str:
     return (
         f"{call.kind}({call.image.sql('duckdb')}{', crop' if call.roi else ''})"
         f" model={model or call.model}"
-        + (f" k={call.k}" if call.kind == "classify_topk" else "")
+        + (f" k={call.k}" if any(a.name == "k" for a in call.function.arguments) else "")
         + f"; ROI pushdown: partial JPEG decode of {roi}"
     )
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import duckdb
 
 from smolql.sources import Signature, read, stat
-from smolql.store import image_signatures
+from smolql.storage.schema import image_signatures
 
 HASH_BYTES = 16  # BLAKE2b-128, as ingest records it
 

@@ -28,8 +28,8 @@ from traitlets import Int
 from smolql.connection import Connection, connect
 from smolql.errors import Error
 from smolql.output import IMAGE_KEYS, cell_text
-from smolql.parse import split
 from smolql.sources import read
+from smolql.sql.parse import split
 
 CLASS_KEYS = {"label", "score", "class_index"}
 

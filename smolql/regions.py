@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from decimal import Decimal
 
-from smolql.ops.spec import Rect
+from smolql.ops.transform import Rect
 
 Number = int | float | Decimal
 

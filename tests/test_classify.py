@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import pytest
 
 import smolql
-from smolql.ops.infer import softmax_topk
+from smolql.executor.local import softmax_topk
 
 
 def top1(con, table, catalog="imagenet") -> float:
@@ -59,7 +59,7 @@ def test_undecodable_image_yields_null_with_reason(con, small_dir):
 @pytest.fixture
 def calibration_folder(tmp_path, monkeypatch):
     """An empty per-user calibration cache for this test (the ONNX exports stay shared)."""
-    from smolql.backends import calibration
+    from smolql.planner import calibration
 
     folder = tmp_path / "calibration"
     monkeypatch.setattr(calibration, "folder", lambda: folder)
@@ -72,7 +72,7 @@ def explain_engine(con, sql: str) -> str:
 
 
 def test_a_query_never_calibrates_and_says_so(con, small_dir, calibration_folder):
-    from smolql.classify import NotCalibratedWarning
+    from smolql.planner.physical import NotCalibratedWarning
 
     con.create_catalog("photos", str(small_dir), renditions=(), progress=False)
     sql = "SELECT classify(image).label FROM photos"
@@ -86,8 +86,8 @@ def test_a_query_never_calibrates_and_says_so(con, small_dir, calibration_folder
 def test_calibration_is_per_machine_and_shared_by_every_database(
     tmp_path, small_dir, calibration_folder, monkeypatch
 ):
-    from smolql.backends import calibration
     from smolql.models.registry import get_model
+    from smolql.planner import calibration
 
     first = smolql.connect(str(tmp_path / "one.duckdb"))
     chosen = first.calibrate(["efficientnet_lite0"], paths=[str(p) for p in small_dir.iterdir()])

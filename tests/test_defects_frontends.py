@@ -164,7 +164,7 @@ def test_settings_are_validated_on_assignment(con, name, value, hint):
 
 
 def test_an_explicit_precision_is_honoured_with_the_auto_backend(photos):
-    from smolql.backends.choose import candidates
+    from smolql.planner.engines import candidates
 
     photos.sql("SET smolql.backend = 'auto'")
     photos.sql("SET smolql.precision = 'fp32'")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from smolql import stage as stage_module
+from smolql.executor.local import LocalExecutor
 
 QUERIES = [
     ({}, "SELECT classify(image).label FROM photos"),
@@ -57,13 +57,13 @@ def photos(con, small_dir):
 @pytest.mark.parametrize(("settings", "sql"), QUERIES, ids=[q[1][:50] for q in QUERIES])
 def test_explain_equals_the_executed_plan(photos, monkeypatch, settings, sql):
     handed: list[str] = []
-    real = stage_module.predictions
+    real = LocalExecutor.run
 
-    def recording(plan, refs, **kw):
+    def recording(self, plan, refs, **kw):
         handed.append(f"plan: {plan.physical.describe()}, batch={plan.batch_size}")
-        return real(plan, refs, **kw)
+        return real(self, plan, refs, **kw)
 
-    monkeypatch.setattr(stage_module, "predictions", recording)
+    monkeypatch.setattr(LocalExecutor, "run", recording)
     photos.sql("SET smolql.cache = off")
     for name, value in settings.items():
         photos.sql(f"SET smolql.{name} = '{value}'")

@@ -17,8 +17,8 @@ import torch
 from conftest import sample_files
 
 import smolql
-from smolql.catalog.spec import RenditionSpec
 from smolql.imaging.decode import decode_other
+from smolql.ingest.definition import RenditionSpec
 from smolql.lowres.distill import Prefix, distillation_layer
 from smolql.lowres.views import Box, load_pair
 from smolql.models.registry import get_model

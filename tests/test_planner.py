@@ -8,7 +8,7 @@ import pytest
 import sqlglot
 
 from smolql.errors import QueryError
-from smolql.plan.logical import plan_query
+from smolql.sql.logical import plan_query
 
 FIXTURES = Path(__file__).parent / "fixtures" / "planner"
 COST = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 2.0, "efficientnet_lite2": 3.0}

@@ -18,14 +18,16 @@ import pytest
 from conftest import MANIFEST, sample_files
 
 import smolql
-from smolql.classify import image_refs, make_plan, run
 from smolql.errors import QueryError
 from smolql.execute import PlanWarning
+from smolql.executor.local import run
+from smolql.ingest.manage import image_refs
 from smolql.models.registry import get_model
-from smolql.plan.chart import as_table, pareto
-from smolql.plan.cost import CostModel, RunObservation, fit_contention
-from smolql.plan.measure import infer_key
-from smolql.plan.space import ORIGINAL, PhysicalPlan, enumerate_plans
+from smolql.planner.cost import CostModel, RunObservation, fit_contention
+from smolql.planner.physical import make_plan
+from smolql.planner.space import ORIGINAL, PhysicalPlan, enumerate_plans
+from smolql.profile.chart import as_table, pareto
+from smolql.profile.measure import infer_key
 
 pytestmark = pytest.mark.slow  # the fast tier is pytest -m 'not slow'
 

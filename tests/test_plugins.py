@@ -1,6 +1,7 @@
-"""Extension points (issue 14, point 5): a backend and a catalog source from another package,
-found through the ``smolql.backends`` and ``smolql.sources`` entry-point groups exactly as the
-built-ins are, and used from SQL."""
+"""Extension points (issue 14, point 5): a backend, a catalog source, a SQL function and an
+executor from another package, found through the ``smolql.backends``, ``smolql.sources``,
+``smolql.functions`` and ``smolql.executors`` entry-point groups exactly as the built-ins are,
+and used from SQL."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ ort_plain = "smolql_example_backend:register"
 
 [project.entry-points."smolql.sources"]
 zip = "smolql_example_backend:register_source"
+
+[project.entry-points."smolql.functions"]
+label_of = "smolql_example_backend:register_function"
+
+[project.entry-points."smolql.executors"]
+serial = "smolql_example_backend:register_executor"
 """
 
 PLUGIN_MODULE = '''
@@ -124,6 +131,67 @@ class ZipSource(Source):
 
 def register_source(register):
     register(ZipSource())
+
+
+import pyarrow as pa
+
+from smolql.sql.functions import Argument, SqlFunction
+
+
+def register_function(register):
+    """``label_of(image [, 'model'])``: just the best class's label, as a string."""
+    register(
+        SqlFunction(
+            "label_of",
+            (Argument("image", "image"), Argument("model", "model", optional=True)),
+            "classification",
+            pa.string(),
+            lambda topk: topk[0]["label"],
+        )
+    )
+
+
+from smolql.backends.registry import get_backend
+from smolql.errors import DecodeError
+from smolql.executor.base import RESULTS
+
+
+class SerialExecutor:
+    """One image at a time on one thread, no pipelining: the plan's engine and decode, run
+    the plainest way (a reference for any other executor)."""
+
+    name = "serial"
+    ran = 0
+
+    def run(self, plan, refs, *, k=1, progress=None):
+        pre = plan.preprocessor()
+        session = get_backend(plan.backend).open(plan.spec, plan.precision, 1, 1)
+        try:
+            for i, ref in enumerate(refs):
+                slot = np.empty((1, *pre.output.shape), np.float32)
+                try:
+                    digest = pre.run(ref, slot[0])
+                except DecodeError as e:
+                    row = {"index": [i], "topk": [None], "error": [e.message], "digest": [None]}
+                    yield pa.RecordBatch.from_pydict(row, schema=RESULTS)
+                    continue
+                logits = session.run(slot)[0].astype(np.float64)
+                p = np.exp(logits - logits.max())
+                p /= p.sum()
+                best = np.argsort(-p)[:k]
+                topk = [
+                    {"class_index": int(c), "label": plan.spec.labels[c], "score": float(p[c])}
+                    for c in best
+                ]
+                SerialExecutor.ran += 1
+                row = {"index": [i], "topk": [topk], "error": [None], "digest": [digest]}
+                yield pa.RecordBatch.from_pydict(row, schema=RESULTS)
+        finally:
+            session.close()
+
+
+def register_executor(register):
+    register(SerialExecutor())
 '''
 
 USE_IT = """
@@ -148,6 +216,17 @@ by_name = {r["file"].split("!")[-1]: r["label"] for r in zipped}
 print("zip source:", len(zipped), "images, same labels:",
       by_name == {r["file"]: r["label"] for r in reference})
 print("zip path:", con.sql("SELECT path FROM zipped LIMIT 1").to_pylist()[0]["path"])
+
+from smolql.sql.functions import functions
+print("functions:", sorted(functions()))
+labels = con.sql("SELECT file, label_of(image) AS label FROM photos ORDER BY file").to_pylist()
+print("label_of:", labels == reference)
+
+import smolql_example_backend as plugin
+con.sql("SET smolql.executor = 'serial'")
+serial = con.sql("SELECT file, classify(image).label AS label FROM photos ORDER BY file"
+                 " /* fresh */").to_pylist()
+print("serial executor:", plugin.SerialExecutor.ran, "images, same labels:", serial == reference)
 """
 
 
@@ -178,10 +257,16 @@ def test_a_backend_plugin_is_found_and_used_from_sql(tmp_path, small_dir):
     assert "same labels: True" in out
     assert f"zip source: {len(list(small_dir.iterdir()))} images, same labels: True" in out
     assert f"zip path: zip://{archive}!" in out
+    assert "functions: ['classify', 'classify_topk', 'crop', 'label_of']" in out
+    assert "label_of: True" in out
+    n = len(list(small_dir.iterdir()))
+    assert f"serial executor: {n} images, same labels: True" in out  # cache is off: all run
 
 
-def test_without_the_plugin_the_backend_is_unknown(con):
+def test_without_the_plugin_its_names_are_unknown(con):
     from smolql.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown backend 'ort_plain'"):
         con.sql("SET smolql.backend = 'ort_plain'")
+    with pytest.raises(ConfigError, match="unknown executor 'serial'"):
+        con.sql("SET smolql.executor = 'serial'")

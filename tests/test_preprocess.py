@@ -16,7 +16,7 @@ from smolql.imaging.decode import decode_jpeg
 from smolql.ops.geometry import plan_image
 from smolql.ops.loader import stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor, source_info
-from smolql.ops.spec import Rect, SourceInfo, TensorSpec, Transform
+from smolql.ops.transform import Rect, SourceInfo, TensorSpec, Transform
 
 LITE = Transform(256, 224, LITE_MEAN, LITE_STD)
 JPEG_KINDS = [

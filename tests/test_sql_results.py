@@ -11,11 +11,11 @@ import sqlglot
 from sqlglot import exp
 
 from smolql.backends.registry import get_backend
+from smolql.executor.local import softmax_topk
 from smolql.models.registry import get_model
-from smolql.ops.infer import softmax_topk
 from smolql.ops.pipeline import ImageRef, Preprocessor
-from smolql.ops.spec import Rect
-from smolql.store import cursor
+from smolql.ops.transform import Rect
+from smolql.storage.schema import cursor
 
 pytestmark = pytest.mark.slow  # the fast tier is pytest -m 'not slow'
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from smolql.models.spec import ModelSpec, imagenet_labels
-from smolql.ops.spec import Transform
+from smolql.ops.transform import Transform
 
 # TensorFlow's EfficientNet-Lite preprocessing: (x - 127) / 128; centre crop of ratio 0.875.
 MEAN = (127.0 / 255,) * 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from smolql.models.spec import ModelSpec, imagenet_labels
-from smolql.ops.spec import IMAGENET_MEAN, IMAGENET_STD, Transform
+from smolql.ops.transform import IMAGENET_MEAN, IMAGENET_STD, Transform
 
 ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large")
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import duckdb
 
-from smolql.catalog.manage import get_definition
-from smolql.catalog.spec import RenditionSpec
 from smolql.errors import DecodeError, InferenceError
+from smolql.ingest.definition import RenditionSpec
+from smolql.ingest.manage import get_definition
 from smolql.lowres import trained
 from smolql.lowres.distill import TrainConfig, distil
 from smolql.lowres.views import load_pair

@@ -12,7 +12,7 @@ import duckdb
 
 from smolql.models.registry import get_model, models, register_model
 from smolql.models.spec import ModelSpec
-from smolql.store import SCHEMA
+from smolql.storage.schema import SCHEMA
 
 
 def trained_name(base: str, rendition: str) -> str:

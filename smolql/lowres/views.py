@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from smolql.catalog.spec import RenditionSpec
 from smolql.imaging.decode import decode_other, decode_rgb
 from smolql.imaging.encode import encode, shrink_to_short_side
 from smolql.imaging.probe import probe
+from smolql.ingest.definition import RenditionSpec
 from smolql.sources import read
 
 

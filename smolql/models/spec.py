@@ -11,8 +11,15 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 
+import pyarrow as pa
+
 from smolql.errors import InferenceError
-from smolql.ops.spec import Transform
+from smolql.ops.transform import Transform
+
+# What a classification model's task gives per image: its best classes, best first.
+TOPK = pa.list_(
+    pa.struct([("class_index", pa.int32()), ("label", pa.string()), ("score", pa.float64())])
+)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import math
 
 from smolql.imaging.decode import dct_denominator
 from smolql.imaging.orient import stored_rect
-from smolql.ops.spec import Rect, SourceInfo, Transform
 from smolql.ops.steps import Axis, Crop, Decode, ImagePlan, Orient, ResizeNormalize
+from smolql.ops.transform import Rect, SourceInfo, Transform
 
 
 def resized_size(width: int, height: int, short: int) -> tuple[int, int]:

@@ -13,8 +13,8 @@ from smolql.errors import DecodeError
 from smolql.freshness import Expected
 from smolql.imaging.probe import probe
 from smolql.ops.geometry import plan_image
-from smolql.ops.spec import Rect, SourceInfo, TensorSpec, Transform
 from smolql.ops.steps import ImagePlan
+from smolql.ops.transform import Rect, SourceInfo, TensorSpec, Transform
 from smolql.sources import read
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

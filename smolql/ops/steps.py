@@ -13,7 +13,7 @@ import numpy as np
 from smolql import _fused
 from smolql.imaging.decode import decode_jpeg, decode_other
 from smolql.imaging.orient import orient_view
-from smolql.ops.spec import Rect, TensorSpec
+from smolql.ops.transform import Rect, TensorSpec
 
 
 def _hwc(h: int, w: int) -> TensorSpec:

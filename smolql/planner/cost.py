@@ -179,3 +179,19 @@ def _fit_pair(model: CostModel, runs: list[RunObservation]) -> tuple[float, floa
 
 def _predicted(model: CostModel, r: RunObservation) -> float:
     return model.run_seconds(r.images, r.pre_s, r.infer_s, r.workers, r.batch)
+
+
+def split_threads(cores: int, decode_cost: float, infer_cost: float) -> tuple[int, int]:
+    """Share ``cores`` between decoding and inference in proportion to their per-image costs,
+    at least one each, so that neither stage starves the other.
+
+    >>> split_threads(2, decode_cost=1.5, infer_cost=10.0)
+    (1, 2)
+    >>> split_threads(8, decode_cost=1.0, infer_cost=1.0)
+    (4, 4)
+    """
+    if cores <= 2:
+        return 1, max(1, cores)  # one decoder keeps up with CPU inference; both cores infer
+    share = decode_cost / (decode_cost + infer_cost)
+    decode = min(cores - 1, max(1, round(cores * share)))
+    return decode, cores - decode

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from smolql.udf import UdfCall, find_calls, is_udf
+from smolql.sql.calls import UdfCall, find_calls, function_of, is_udf
 
 IMAGE = "__img"
 
@@ -91,9 +91,11 @@ def _name_projections(tree: exp.Expression) -> None:
         for proj in list(select.expressions):
             if isinstance(proj, exp.Alias) or not _has_udf(proj):
                 continue
-            name = proj.sql("duckdb")
-            for udf in ("CLASSIFY_TOPK(", "CLASSIFY(", "CROP("):
-                name = name.replace(udf, udf.lower())
+            shown = proj.copy()
+            for call in shown.find_all(exp.Anonymous):
+                if function_of(call) is not None:
+                    call.set("this", call.name.lower())
+            name = shown.sql("duckdb", normalize_functions=False)
             alias = exp.Alias(alias=exp.to_identifier(name, quoted=True))
             proj.replace(alias)
             alias.set("this", proj)

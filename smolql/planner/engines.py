@@ -2,25 +2,30 @@
 batch size) on this machine whose top-1 agrees with fp32 on at least 99.5% of a sample.
 
 Measurements are kept per machine, model, weights and runtimes in the user's cache
-(:mod:`smolql.backends.calibration`), shared by every database; a query never measures.
+(:mod:`smolql.planner.calibration`), shared by every database; a query never measures.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 import numpy as np
 from tqdm import tqdm
 
-from smolql.backends.calibration import Measurement, load, save
 from smolql.backends.registry import available
 from smolql.errors import InferenceError
 from smolql.models.spec import ModelSpec
+from smolql.ops.loader import stream_batches
+from smolql.ops.pipeline import ImageRef, Preprocessor
+from smolql.planner.calibration import Measurement, load, save
+from smolql.planner.cost import split_threads
 
 MIN_AGREEMENT = 0.995
 BATCH_SIZES = (16, 32)
 REFERENCE = ("onnxruntime", "fp32")
+CALIBRATION_IMAGES = 64
 
 
 def candidates() -> list[tuple[str, str]]:
@@ -107,7 +112,33 @@ def with_precision(spec: ModelSpec, precision: str) -> Measurement:
     return Measurement(offering[0], precision, 32, 0.0, 0.0)
 
 
-def calibrate(spec: ModelSpec, sample: np.ndarray, threads: int) -> Measurement:
+def calibrate_sample(spec: ModelSpec, sample: np.ndarray, threads: int) -> Measurement:
     """Measure every candidate engine on ``sample`` and store the choice for this machine."""
     measurements = measure(spec, sample, threads)
     return save(spec, pick(measurements), measurements).chosen
+
+
+def calibration_images() -> list[str]:
+    """Real photographs every installation has: the ones in scikit-image's wheel."""
+    import skimage
+
+    data = os.path.join(os.path.dirname(skimage.__file__), "data")
+    return sorted(
+        os.path.join(data, f)
+        for f in os.listdir(data)
+        if f.endswith((".png", ".jpg")) and os.path.getsize(os.path.join(data, f)) > 20_000
+    )
+
+
+def calibrate(spec: ModelSpec, paths: list[str]) -> Measurement:
+    """Measure every candidate engine for ``spec`` on up to 64 of ``paths`` (tiled to 64 when
+    fewer) and store the choice for this machine."""
+    refs = [ImageRef(i, p) for i, p in enumerate(paths[:CALIBRATION_IMAGES])]
+    pre = Preprocessor(spec.transform)
+    batches = [b.tensor.copy() for b in stream_batches(refs, pre, batch_size=32)]
+    if not batches or not sum(len(b) for b in batches):
+        raise InferenceError("no calibration image could be decoded")
+    sample = np.concatenate(batches)
+    sample = np.resize(sample, (CALIBRATION_IMAGES, *sample.shape[1:]))  # tile to full batches
+    _, threads = split_threads(os.cpu_count() or 1, decode_cost=1.5, infer_cost=10.0)
+    return calibrate_sample(spec, sample, threads)

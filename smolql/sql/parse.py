@@ -12,8 +12,8 @@ from sqlglot.errors import ParseError as GlotParseError
 from sqlglot.tokens import Tokenizer, TokenType
 
 from smolql.errors import ParseError
+from smolql.sql.functions import functions
 
-UDF_NAMES = frozenset({"classify", "classify_topk", "crop"})
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(ANALYZE\s+)?(.*)$", re.IGNORECASE | re.DOTALL)
 _SETTING = re.compile(r"^\s*(SET|RESET)\s+smolql\.", re.IGNORECASE)
 
@@ -25,7 +25,8 @@ class Statement:
 
 
 def uses_smolql(sql: str) -> bool:
-    """True if the text calls a SmolQL UDF or sets a SmolQL setting (cheap token scan)."""
+    """True if the text calls a registered SmolQL function or sets a SmolQL setting (a cheap
+    token scan)."""
     if _SETTING.match(sql):
         return True
     explain = _EXPLAIN.match(sql)
@@ -35,8 +36,9 @@ def uses_smolql(sql: str) -> bool:
         tokens = Tokenizer(dialect="duckdb").tokenize(sql)
     except Exception:
         return False
+    names = functions()
     return any(
-        t.token_type in (TokenType.VAR, TokenType.IDENTIFIER) and t.text.lower() in UDF_NAMES
+        t.token_type in (TokenType.VAR, TokenType.IDENTIFIER) and t.text.lower() in names
         for t in tokens
     )
 

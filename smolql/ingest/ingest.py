@@ -17,11 +17,11 @@ import duckdb
 import pyarrow as pa
 from tqdm import tqdm
 
-from smolql.catalog.spec import RenditionSpec
-from smolql.catalog.worker import TMP_MARK, Ingested, Skipped, ingest_file
 from smolql.imaging.decode import turbo
+from smolql.ingest.definition import RenditionSpec
+from smolql.ingest.worker import TMP_MARK, Ingested, Skipped, ingest_file
 from smolql.sources import stat
-from smolql.store import SCHEMA, fetch_one
+from smolql.storage.schema import SCHEMA, fetch_one
 
 COMMIT_EVERY = 64
 COMMIT_SECONDS = 2.0

@@ -15,29 +15,21 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from smolql import cache
-from smolql.classify import Plan, make_plan, predictions
 from smolql.config import Settings
 from smolql.errors import DecodeError, QueryError
+from smolql.executor.base import get_executor
 from smolql.freshness import Current, resolve
 from smolql.ops.pipeline import ImageRef
-from smolql.ops.spec import Rect
-from smolql.plan import choose as plan_choice
-from smolql.plan.logical import IMAGE, Stage, roi_names
-from smolql.plan.space import ORIGINAL
+from smolql.ops.transform import Rect
+from smolql.planner.physical import Plan, StagePlan, warn_if_uncalibrated
+from smolql.planner.space import ORIGINAL
 from smolql.regions import InvalidBox, region
-from smolql.sqlrun import bound, sql_error
-from smolql.store import renditions_by_hash
-from smolql.udf import BOX_ARGS, error
+from smolql.sql.calls import BOX_ARGS, error
+from smolql.sql.logical import IMAGE, Stage, roi_names
+from smolql.sql.run import bound, sql_error
+from smolql.storage import cache
+from smolql.storage.schema import renditions_by_hash
 
-VALUE = pa.struct(
-    [
-        ("label", pa.string()),
-        ("score", pa.float64()),
-        ("class_index", pa.int32()),
-        ("model", pa.string()),
-    ]
-)
 IMAGE_FIELDS = {"catalog", "id", "path", "hash"}
 DONE_TABLE = "__smolql_chunk"  # the image ids a LIMIT query evaluates in this round
 
@@ -70,39 +62,6 @@ class StageStats:
             later.ran,
             later.model,
         )
-
-
-@dataclass(frozen=True)
-class StagePlan:
-    """Everything decided about a stage before it runs: the target-driven plan choice and the
-    physical plan (model, source, DCT scale, input size, engine, batch, threads). EXPLAIN prints
-    it; the executor runs exactly it."""
-
-    choice: plan_choice.Choice
-    plan: Plan
-
-    def lines(self) -> list[str]:
-        p = self.plan
-        return [
-            f"  plan: {p.physical.describe()}, batch={p.batch_size}"
-            f" ({p.decode_workers} decode + {p.infer_threads} inference threads)",
-            f"  engine: {p.engine_source}",
-        ]
-
-
-def plan_stage(settings: Settings, stage: Stage, choice: plan_choice.Choice) -> StagePlan:
-    """The physical plan of one stage (no image is read: it depends on settings, targets and
-    this machine's calibration only)."""
-    plan = make_plan(
-        settings,
-        model=stage.call.model,
-        backend=None,
-        precision=None,
-        batch_size=None,
-        rendition=None,
-        physical=choice.plan,
-    )
-    return StagePlan(choice, plan)
 
 
 @dataclass
@@ -259,15 +218,19 @@ def _evaluate(
     stats.cached = len(found)
     todo = [ref for key, ref in work.refs.items() if key not in found]
     fresh: list[tuple[str, str, list]] = []
-    for p in predictions(plan, todo, k=call.k, progress=None) if todo else ():
-        if p.error:
-            report(settings, stats, p.error, p.error.partition(": ")[0])
-            continue
-        topk = [{"class_index": i, "label": lab, "score": sc} for i, lab, sc in p.topk]
-        found[p.key] = topk
-        if p.key not in work.uncacheable:
-            # Stored under the hash of the bytes decoded (they may have changed mid-query).
-            fresh.append((p.digest or p.key[0], p.key[1], topk))
+    executor = get_executor(settings.executor)
+    if todo:
+        warn_if_uncalibrated(plan)
+    for batch in executor.run(plan, todo, k=call.k) if todo else ():
+        for index, topk, err, digest in zip(*batch.to_pydict().values(), strict=True):
+            ref = todo[index]
+            if err:
+                report(settings, stats, err, err.partition(": ")[0])
+                continue
+            found[ref.key] = topk
+            if ref.key not in work.uncacheable:
+                # Stored under the hash of the bytes decoded (they may have changed mid-query).
+                fresh.append((digest or ref.key[0], ref.key[1], topk))
     stats.inferred = len(todo)
     if settings.cache:
         cache.store(con, fresh, spec.name, weights, plan_key, call.k)
@@ -284,17 +247,17 @@ def _lookup_table(
 ) -> pa.Table:
     """One row per driver row: the image value's path and hash, the crop arguments as given
     (so that the final query's lookup matches them exactly), and the UDF value."""
-    topk_kind = stage.call.kind == "classify_topk"
+    fn = stage.call.function
     values = []
     for key in work.keys:
         topk = found.get(key) if key is not None else None
         items = [{**t, "model": model} for t in topk] if topk is not None else None
-        values.append(items if items is None or topk_kind else items[0])
+        values.append(None if items is None else fn.value(items))
     columns = {
         name: pa.array([_text(img, field) for img in work.images], pa.string())
         for name, field in (("__path", "path"), ("__hash", "hash"))
     }
     for name in roi_names(len(stage.call.roi or ())):
         columns[name] = driver.column(name)
-    columns["__v"] = pa.array(values, pa.list_(VALUE) if topk_kind else VALUE)
+    columns["__v"] = pa.array(values, fn.result)
     return pa.table(columns)

@@ -7,11 +7,8 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from smolql.store import SCHEMA
-
-TOPK = pa.list_(
-    pa.struct([("class_index", pa.int32()), ("label", pa.string()), ("score", pa.float64())])
-)
+from smolql.models.spec import TOPK
+from smolql.storage.schema import SCHEMA
 
 
 def lookup(

@@ -19,8 +19,8 @@ import duckdb
 from smolql.backends.cpu import machine_id
 from smolql.errors import QueryError
 from smolql.models.registry import get_model, models
-from smolql.plan.space import ORIGINAL, PhysicalPlan
-from smolql.store import SCHEMA
+from smolql.planner.space import ORIGINAL, PhysicalPlan
+from smolql.storage.schema import SCHEMA
 
 RUNNERS_UP = 3
 

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import duckdb
 
-from smolql.catalog.ingest import IngestSummary, ingest
-from smolql.catalog.scan import resolve_source, scan
-from smolql.catalog.spec import parse_specs
 from smolql.errors import CatalogInputError
-from smolql.store import SCHEMA, RenditionRoot, fetch_one
+from smolql.ingest.definition import parse_specs
+from smolql.ingest.ingest import IngestSummary, ingest
+from smolql.ingest.scan import resolve_source, scan
+from smolql.ops.pipeline import ImageRef
+from smolql.storage.schema import SCHEMA, RenditionRoot, fetch_one
 from smolql.suggest import did_you_mean
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -233,3 +234,21 @@ def describe(con: duckdb.DuckDBPyConnection, name: str) -> dict:
         "renditions": [{"spec": s, "files": n, "bytes": b} for s, n, b in renditions],
         "errors": [{"path": p, "reason": r} for p, r in errors],
     }
+
+
+def image_refs(
+    con: duckdb.DuckDBPyConnection, catalog: str, rendition: str | None, where: str | None
+) -> list[ImageRef]:
+    """The catalog's images (or one rendition of them), optionally filtered by SQL ``where``."""
+    get_definition(con, catalog)
+    cond = f" WHERE {where}" if where else ""
+    if rendition is None:
+        rows = con.execute(f'SELECT id, path, orientation FROM "{catalog}"{cond} ORDER BY id')
+        return [ImageRef(i, p, o) for i, p, o in rows.fetchall()]
+    rows = con.execute(
+        f'SELECT c.id, r.path FROM "{catalog}" c JOIN smolql.renditions r'
+        f" ON r.catalog = '{catalog}' AND r.image_id = c.id AND r.spec = ?"
+        f"{cond} ORDER BY c.id",
+        [rendition],
+    ).fetchall()
+    return [ImageRef(i, p, 1) for i, p in rows]  # renditions are stored upright

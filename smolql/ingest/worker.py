@@ -10,12 +10,12 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
-from smolql.catalog.spec import RenditionSpec
 from smolql.errors import DecodeError
 from smolql.freshness import content_hash
 from smolql.imaging.decode import decode_rgb
 from smolql.imaging.encode import encode, shrink_to_short_side
 from smolql.imaging.probe import probe
+from smolql.ingest.definition import RenditionSpec
 from smolql.sources import read
 
 TMP_MARK = ".tmp-"

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from smolql.models.spec import ModelSpec
-from smolql.ops.spec import Transform
+from smolql.ops.transform import Transform
 
 ORIGINAL = "original"
 DCT_SCALES = (1, 2, 4)

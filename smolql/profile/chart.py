@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from smolql.plan.profile import PlanProfile, Report
+from smolql.profile.run import PlanProfile, Report
 
 
 def pareto(points: Sequence[tuple[float, float]]) -> list[bool]:

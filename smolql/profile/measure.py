@@ -10,14 +10,14 @@ import numpy as np
 
 from smolql.backends.registry import get_backend
 from smolql.errors import InferenceError
+from smolql.executor.local import classify_stream
 from smolql.models.quantize import quantize
 from smolql.models.registry import get_model
 from smolql.models.spec import ModelSpec
-from smolql.ops.infer import classify_stream
 from smolql.ops.loader import stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
-from smolql.plan.cost import ImageCost
-from smolql.plan.space import ORIGINAL, PhysicalPlan, sized
+from smolql.planner.cost import ImageCost
+from smolql.planner.space import ORIGINAL, PhysicalPlan, sized
 from smolql.sources import read
 
 CALIBRATION_IMAGES = 64

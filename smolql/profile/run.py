@@ -20,23 +20,24 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from smolql.backends.choose import stored_choice
 from smolql.backends.cpu import machine_id
 from smolql.backends.registry import available
-from smolql.catalog.manage import get_definition
 from smolql.config import PROFILE_SAMPLE
 from smolql.errors import CatalogError
+from smolql.ingest.manage import get_definition
 from smolql.models.registry import get_model
 from smolql.models.spec import ModelSpec
-from smolql.ops.infer import split_threads
-from smolql.plan.cost import (
+from smolql.planner.cost import (
     CostModel,
     ImageCost,
     RunObservation,
     fit_contention,
     fit_stage_costs,
+    split_threads,
 )
-from smolql.plan.measure import (
+from smolql.planner.engines import stored_choice
+from smolql.planner.space import ORIGINAL, PhysicalPlan, enumerate_plans
+from smolql.profile.measure import (
     SampleImage,
     cost_key,
     engine_inputs,
@@ -44,8 +45,7 @@ from smolql.plan.measure import (
     run_plan,
     stage_costs,
 )
-from smolql.plan.space import ORIGINAL, PhysicalPlan, enumerate_plans
-from smolql.store import SCHEMA
+from smolql.storage.schema import SCHEMA
 
 MAX_ERROR = 0.15  # the cost model must predict measured throughput within this
 TIMED_BATCHES = 2  # inference batches timed alone before each end-to-end run
@@ -108,7 +108,7 @@ def profile_catalog(
     trained_for: dict[str, str] | None = None,
     say: Callable[[str], None] = lambda _: None,
 ) -> Report:
-    """Measure every plan (see :func:`smolql.plan.space.enumerate_plans`) and store them.
+    """Measure every plan (see :func:`smolql.planner.space.enumerate_plans`) and store them.
 
     ``defaults`` maps each model to its measured default (backend, precision, batch size);
     its plans use that engine, plus ONNX Runtime int8 when ``int8`` is among the precisions."""

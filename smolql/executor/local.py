@@ -1,0 +1,165 @@
+"""The local executor: batched, pipelined classification on this machine's cores, where
+preprocessing of batch k+1 overlaps inference of batch k.
+
+The decode workers fill batch buffers in the background (:mod:`smolql.ops.loader`) while this
+thread runs the model; images that cannot be decoded come out as predictions with an error.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from smolql.backends.base import Session
+from smolql.backends.registry import get_backend
+from smolql.executor.base import RESULTS
+from smolql.models.spec import ModelSpec
+from smolql.ops.loader import stream_batches
+from smolql.ops.pipeline import ImageRef, Preprocessor
+from smolql.planner.physical import Plan
+
+RESULT_SCHEMA = pa.schema(
+    [
+        ("id", pa.int32()),
+        ("label", pa.string()),
+        ("score", pa.float64()),
+        ("class_index", pa.int32()),
+        ("model", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    key: object
+    class_index: int | None
+    label: str | None
+    score: float | None
+    topk: tuple[tuple[int, str, float], ...] = ()
+    error: str | None = None
+    digest: str | None = None  # content hash of the bytes decoded, where the ref asked
+
+
+def softmax_topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and probabilities of the ``k`` best classes per row, best first."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    idx = np.argsort(-p, axis=1)[:, :k]
+    return idx, np.take_along_axis(p, idx, axis=1)
+
+
+def classify_stream(
+    refs: Iterable[ImageRef],
+    spec: ModelSpec,
+    session: Session,
+    pre: Preprocessor,
+    *,
+    batch_size: int,
+    decode_workers: int,
+    k: int = 1,
+    total: int | None = None,
+    progress: bool | None = None,
+) -> Iterator[Prediction]:
+    """Yield one :class:`Prediction` per ref, in input order within each batch."""
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=total, unit="img", desc=f"classify {spec.name}", disable=not show)
+    with bar:
+        for batch in stream_batches(refs, pre, batch_size=batch_size, workers=decode_workers):
+            for err in batch.errors:
+                yield Prediction(err.key, None, None, None, error=f"{err.path}: {err.reason}")
+            if batch.keys:
+                idx, prob = softmax_topk(session.run(batch.tensor), k)
+                rows = zip(batch.keys, batch.digests, idx, prob, strict=True)
+                for key, digest, row_idx, row_p in rows:
+                    top = tuple(
+                        (int(i), spec.labels[i], float(p))
+                        for i, p in zip(row_idx, row_p, strict=True)
+                    )
+                    yield Prediction(key, top[0][0], top[0][1], top[0][2], top, digest=digest)
+            bar.update(len(batch.keys) + len(batch.errors))
+
+
+def predictions(
+    plan: Plan, refs: Sequence[ImageRef], *, k: int = 1, progress: bool | None = None
+) -> Iterator[Prediction]:
+    """Open the plan's backend session and stream one prediction per ref."""
+    session = get_backend(plan.backend).open(
+        plan.spec, plan.precision, plan.infer_threads, plan.batch_size
+    )
+    try:
+        yield from classify_stream(
+            refs,
+            plan.spec,
+            session,
+            plan.preprocessor(),
+            batch_size=plan.batch_size,
+            decode_workers=plan.decode_workers,
+            k=k,
+            total=len(refs),
+            progress=progress,
+        )
+    finally:
+        session.close()
+
+
+class LocalExecutor:
+    """The threaded pipeline on this machine (``smolql.executor = 'local'``)."""
+
+    name = "local"
+
+    def run(
+        self, plan: Plan, refs: Sequence[ImageRef], *, k: int = 1, progress: bool | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Result batches of :data:`~smolql.executor.base.RESULTS`, one per pipeline batch,
+        each in input order."""
+        indexed = [replace(ref, key=i) for i, ref in enumerate(refs)]
+        rows: list[Prediction] = []
+        for p in predictions(plan, indexed, k=k, progress=progress):
+            rows.append(p)
+            if len(rows) >= plan.batch_size:
+                yield _batch(rows)
+                rows = []
+        if rows:
+            yield _batch(rows)
+
+
+def _batch(rows: list[Prediction]) -> pa.RecordBatch:
+    rows.sort(key=lambda p: p.key)
+    return pa.RecordBatch.from_pydict(
+        {
+            "index": [p.key for p in rows],
+            "topk": [
+                [{"class_index": i, "label": lab, "score": s} for i, lab, s in p.topk]
+                if p.error is None
+                else None
+                for p in rows
+            ],
+            "error": [p.error for p in rows],
+            "digest": [p.digest for p in rows],
+        },
+        schema=RESULTS,
+    )
+
+
+def run(plan: Plan, refs: list[ImageRef], *, progress: bool | None = None) -> pa.Table:
+    """Classify ``refs`` (keyed by catalog id) into a table of :data:`RESULT_SCHEMA`."""
+    preds = list(predictions(plan, refs, progress=progress))
+    preds.sort(key=lambda p: p.key)
+    return pa.table(
+        {
+            "id": [p.key for p in preds],
+            "label": [p.label for p in preds],
+            "score": [p.score for p in preds],
+            "class_index": [p.class_index for p in preds],
+            "model": [plan.spec.name] * len(preds),
+            "error": [p.error for p in preds],
+        },
+        schema=RESULT_SCHEMA,
+    )

@@ -1,0 +1,157 @@
+"""The physical plan of a stage, decided before anything runs: model, source (original or
+rendition), DCT scale, input size, engine (backend/precision), batch size and thread split.
+EXPLAIN prints it; the executor runs exactly it."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+from smolql.backends.registry import get_backend
+from smolql.config import Settings
+from smolql.errors import InferenceError
+from smolql.models.registry import get_model
+from smolql.models.spec import ModelSpec
+from smolql.ops.pipeline import Preprocessor
+from smolql.planner import engines as choose
+from smolql.planner import targets
+from smolql.planner.calibration import load as load_calibration
+from smolql.planner.cost import split_threads
+from smolql.planner.space import ORIGINAL, PhysicalPlan, sized
+
+UNCALIBRATED = "default: not calibrated (run `smolql calibrate`)"
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: ModelSpec
+    backend: str
+    precision: str
+    batch_size: int
+    decode_workers: int
+    infer_threads: int
+    rendition: str | None
+    scale: int = 1
+    engine_source: str = "set explicitly"  # how backend and precision were chosen
+
+    @property
+    def physical(self) -> PhysicalPlan:
+        """The plan as a point of the plan space (its key names it in caches and profiles)."""
+        base = get_model(self.spec.name)
+        size = 0 if self.spec.input_size == base.input_size else self.spec.input_size
+        source = self.rendition or ORIGINAL
+        return PhysicalPlan(self.spec.name, source, self.scale, size, self.backend, self.precision)
+
+    def preprocessor(self) -> Preprocessor:
+        return Preprocessor(self.spec.transform, scale_denom=self.scale)
+
+
+def make_plan(
+    settings: Settings,
+    *,
+    model: str | None,
+    backend: str | None,
+    precision: str | None,
+    batch_size: int | None,
+    rendition: str | None,
+    physical: PhysicalPlan | None = None,
+) -> Plan:
+    """Backend, precision, batch size and threads for a run; ``physical`` (a profiled plan)
+    fixes model, input, DCT scale, input size and engine."""
+    if physical is not None:
+        model, backend, precision = physical.model, physical.backend, physical.precision
+        rendition = None if physical.source == ORIGINAL else physical.source
+    spec = get_model(model or settings.model)
+    backend = backend or settings.backend
+    precision = precision or settings.precision
+    cores = os.cpu_count() or 1
+    decode_workers, infer_threads = split_threads(cores, decode_cost=1.5, infer_cost=10.0)
+    engine = "set explicitly"
+    if backend == "auto":
+        chosen, engine = _machine_choice(spec)
+        if precision not in ("auto", chosen.precision):  # an explicit precision is honoured
+            chosen, engine = choose.with_precision(spec, precision), "precision set explicitly"
+        backend, precision = chosen.backend, chosen.precision
+        batch_size = batch_size or settings.batch_size or chosen.batch_size
+    else:
+        caps = get_backend(backend).capabilities()
+        if precision == "auto":
+            precision = "fp32" if "fp32" in caps.precisions else caps.precisions[0]
+        if precision not in caps.precisions:
+            raise InferenceError(
+                f"backend {backend!r} offers {', '.join(caps.precisions)} here, not {precision!r}"
+            )
+    if physical is not None:
+        spec = sized(spec, physical.input_size)
+        if not batch_size and not settings.batch_size:
+            stored = choose.stored_choice(get_model(physical.model))
+            batch_size = stored.batch_size if stored else None
+    return Plan(
+        spec,
+        backend,
+        precision,
+        batch_size or settings.batch_size or 32,
+        decode_workers,
+        infer_threads,
+        rendition,
+        physical.scale if physical is not None else 1,
+        engine,
+    )
+
+
+class NotCalibratedWarning(UserWarning):
+    """This machine has not measured its inference engines for a model yet."""
+
+
+def _machine_choice(spec: ModelSpec) -> tuple[choose.Measurement, str]:
+    """The engine calibrated for this machine, or the fp32 reference and a one-line note."""
+    calibration = load_calibration(spec)
+    if calibration is not None:
+        return calibration.chosen, f"measured on this machine ({calibration.measured})"
+    return choose.default_choice(), UNCALIBRATED
+
+
+def warn_if_uncalibrated(plan: Plan) -> None:
+    """Say in one line, when a plan is about to infer, that its engine is the uncalibrated
+    default (planning alone, EXPLAIN or a cached query does not need the calibration)."""
+    if plan.engine_source == UNCALIBRATED:
+        warnings.warn(
+            f"{plan.spec.name}: this machine's inference engines are not calibrated yet, so"
+            f" {'/'.join(choose.REFERENCE)} runs; `smolql calibrate` measures the fastest once"
+            " (about a minute) for every database",
+            NotCalibratedWarning,
+            stacklevel=3,
+        )
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Everything decided about a stage before it runs: the target-driven plan choice and the
+    physical plan. EXPLAIN prints it; the executor runs exactly it."""
+
+    choice: targets.Choice
+    plan: Plan
+
+    def lines(self) -> list[str]:
+        p = self.plan
+        return [
+            f"  plan: {p.physical.describe()}, batch={p.batch_size}"
+            f" ({p.decode_workers} decode + {p.infer_threads} inference threads)",
+            f"  engine: {p.engine_source}",
+        ]
+
+
+def plan_stage(settings: Settings, model: str, choice: targets.Choice) -> StagePlan:
+    """The physical plan of one stage calling ``model`` (no image is read: it depends on
+    settings, targets and this machine's calibration only)."""
+    plan = make_plan(
+        settings,
+        model=model,
+        backend=None,
+        precision=None,
+        batch_size=None,
+        rendition=None,
+        physical=choice.plan,
+    )
+    return StagePlan(choice, plan)
