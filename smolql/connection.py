@@ -211,9 +211,11 @@ class Connection:
     ) -> dict[str, tuple[str, str, int, float]]:
         """Measure this machine's inference engines for ``models`` (default: the default
         model) on real images: ``paths``, a catalog's first 64, or the photographs shipped in
-        scikit-image. The choice is kept in the user's cache and serves every database;
-        returns model -> (backend, precision, batch size, images/s)."""
+        scikit-image, and its preprocessing rates (decode and resize/normalise per format and
+        DCT scale) on the same images. Both are kept in the user's cache and serve every
+        database; returns model -> (backend, precision, batch size, images/s)."""
         from smolql.models.registry import get_model
+        from smolql.planner import rates
         from smolql.planner.calibration import load
         from smolql.planner.engines import calibrate, calibration_images
 
@@ -228,6 +230,11 @@ class Connection:
                 say(f"calibrating {name}: every backend, precision and batch size here")
             m = stored.chosen if stored else calibrate(spec, list(paths))
             chosen[name] = (m.backend, m.precision, m.batch_size, m.images_per_s)
+        if not only_missing or rates.load() is None:
+            say("measuring decode and resize/normalise rates")
+            rates.calibrate(
+                list(paths)[: rates.RATE_IMAGES], get_model(self.settings.model).transform
+            )
         return chosen
 
     def _profile_models(self) -> list[str]:

@@ -15,6 +15,7 @@ import pyarrow as pa
 from sqlglot import exp
 from sqlglot.tokens import Tokenizer, TokenType
 
+from smolql.backends.cpu import machine_id
 from smolql.config import SETTINGS, Settings
 from smolql.errors import QueryError, SmolQLError
 from smolql.executor.stage import DONE_TABLE, ImageWarning, StageStats, driver_rows, run_stage
@@ -22,15 +23,16 @@ from smolql.freshness import resolve
 from smolql.ingest.manage import names as catalog_names
 from smolql.models.registry import get_model
 from smolql.planner import targets as plan_choice
+from smolql.planner.cost import CostModel
 from smolql.planner.engines import stored_choice
 from smolql.planner.physical import StagePlan, plan_stage
+from smolql.planner.rates import Header
+from smolql.planner.space import ORIGINAL
 from smolql.sql.logical import IMAGE, QueryPlan, Stage, plan_query
 from smolql.sql.parse import classify_statement, parse_one, split, uses_smolql
 from smolql.sql.run import bound, query_arrow, sql_error
 from smolql.storage import cache
-
-# Rough per-image costs on one core for EXPLAIN's estimate (benchmarks/preprocess.py).
-DECODE_S, RESIZE_S = 0.0015, 0.00025
+from smolql.storage.schema import image_headers, profile_cost_model
 
 
 class PlanWarning(UserWarning):
@@ -222,10 +224,21 @@ def evaluate_stages(
 
 
 def physical_plan(con, settings: Settings, plan: QueryPlan) -> dict[int, StagePlan]:
-    """Each stage's physical plan, by stage index: what EXPLAIN shows and the executor runs."""
-    return {
-        s.index: plan_stage(settings, s.call.model, _choose(con, settings, s)) for s in plan.stages
-    }
+    """Each stage's physical plan, by stage index: what EXPLAIN shows and the executor runs.
+    The cost model reads the catalog's header statistics and profile here, at planning."""
+    out = {}
+    for s in plan.stages:
+        choice = _choose(con, settings, s)
+        catalog = _stage_catalog(con, s)
+        headers, profiled = [], None
+        if catalog is not None:
+            source = choice.plan.source if choice.plan is not None else ORIGINAL
+            rows = image_headers(con, catalog, None if source == ORIGINAL else source)
+            headers = [Header(*r) for r in rows]
+            stored = profile_cost_model(con, catalog, machine_id())
+            profiled = CostModel.from_json(stored) if stored else None
+        out[s.index] = plan_stage(settings, s.call.model, choice, headers, profiled)
+    return out
 
 
 def run_query(con, settings: Settings, text: str, values: dict):
@@ -336,18 +349,8 @@ def explain(con, settings: Settings, tree: exp.Expression, values: dict | None =
         lines += physical[stage.index].lines()
         lines += choice.lines()
         if n is not None:
-            todo = max(n - cached, 0)
             lines.append(f"  cache: {cached} of {n} images cached")
-            if choice.chosen is not None:
-                seconds = todo / choice.chosen.per_s
-                lines.append(f"  est. cost: {seconds:.2f} s for {todo} images (cost model)")
-            else:
-                infer_s = todo * _cost(con)(p.spec.name)
-                lines.append(
-                    f"  est. cost: decode {todo * DECODE_S:.2f} s,"
-                    f" resize/normalise {todo * RESIZE_S:.2f} s,"
-                    f" inference {infer_s:.2f} s"
-                )
+            lines += physical[stage.index].cost_lines(max(n - cached, 0))
     if plan.early_limit is not None:
         lines.append(
             f"LIMIT {plan.early_limit} without ORDER BY: inference stops once enough rows qualify"

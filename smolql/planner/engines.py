@@ -91,6 +91,26 @@ def stored_choice(spec: ModelSpec) -> Measurement | None:
     return calibration.chosen if calibration else None
 
 
+def infer_seconds(
+    spec: ModelSpec, base: ModelSpec, backend: str, precision: str, batch: int
+) -> float | None:
+    """Seconds per image of ``spec``'s inference on an engine, from this machine's calibration
+    of its base model (the measurement at the nearest batch size), scaled by input pixels for
+    another input size; None when the engine was not measured here."""
+    calibration = load(base)
+    if calibration is None:
+        return None
+    at = [
+        m
+        for m in calibration.measurements
+        if (m.backend, m.precision) == (backend, precision) and m.images_per_s
+    ]
+    if not at:
+        return None
+    m = min(at, key=lambda m: abs(m.batch_size - batch))
+    return (spec.input_size / base.input_size) ** 2 / m.images_per_s
+
+
 def default_choice() -> Measurement:
     """The engine an uncalibrated machine uses: the fp32 reference, batch 32."""
     return Measurement(*REFERENCE, 32, 0.0, 1.0)

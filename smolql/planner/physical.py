@@ -4,9 +4,8 @@ EXPLAIN prints it; the executor runs exactly it."""
 
 from __future__ import annotations
 
-import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from smolql.backends.registry import get_backend
 from smolql.config import Settings
@@ -15,9 +14,9 @@ from smolql.models.registry import get_model
 from smolql.models.spec import ModelSpec
 from smolql.ops.pipeline import Preprocessor
 from smolql.planner import engines as choose
-from smolql.planner import targets
+from smolql.planner import rates, targets
 from smolql.planner.calibration import load as load_calibration
-from smolql.planner.cost import split_threads
+from smolql.planner.cost import CostModel
 from smolql.planner.space import ORIGINAL, PhysicalPlan, sized
 
 UNCALIBRATED = "default: not calibrated (run `smolql calibrate`)"
@@ -34,6 +33,7 @@ class Plan:
     rendition: str | None
     scale: int = 1
     engine_source: str = "set explicitly"  # how backend and precision were chosen
+    estimate: rates.Estimate | None = None  # the cost model's prediction, per image
 
     @property
     def physical(self) -> PhysicalPlan:
@@ -56,17 +56,19 @@ def make_plan(
     batch_size: int | None,
     rendition: str | None,
     physical: PhysicalPlan | None = None,
+    headers: list[rates.Header] | None = None,
+    profile_costs: CostModel | None = None,
 ) -> Plan:
     """Backend, precision, batch size and threads for a run; ``physical`` (a profiled plan)
-    fixes model, input, DCT scale, input size and engine."""
+    fixes model, input, DCT scale, input size and engine. ``headers`` (a sample of the images
+    the plan reads) and the catalog's profiled cost model, where there is one, make the cost
+    prediction and the decode/inference thread split."""
     if physical is not None:
         model, backend, precision = physical.model, physical.backend, physical.precision
         rendition = None if physical.source == ORIGINAL else physical.source
     spec = get_model(model or settings.model)
     backend = backend or settings.backend
     precision = precision or settings.precision
-    cores = os.cpu_count() or 1
-    decode_workers, infer_threads = split_threads(cores, decode_cost=1.5, infer_cost=10.0)
     engine = "set explicitly"
     if backend == "auto":
         chosen, engine = _machine_choice(spec)
@@ -87,16 +89,30 @@ def make_plan(
         if not batch_size and not settings.batch_size:
             stored = choose.stored_choice(get_model(physical.model))
             batch_size = stored.batch_size if stored else None
+    batch = batch_size or settings.batch_size or 32
+    scale = physical.scale if physical is not None else 1
+    infer_s = choose.infer_seconds(spec, get_model(spec.name), backend, precision, batch)
+    machine = rates.load()
+    costs = profile_costs if profile_costs is not None and profile_costs.decode else machine
+    estimate = rates.estimate(
+        rates.planned(headers or [], spec.transform, scale),
+        infer_s,
+        model=costs,
+        engine=f"{backend}/{precision}",
+    )
+    if profile_costs is not None and costs is profile_costs:
+        estimate = replace(estimate, basis=estimate.basis + ", refined by the catalog's profile")
     return Plan(
         spec,
         backend,
         precision,
-        batch_size or settings.batch_size or 32,
-        decode_workers,
-        infer_threads,
+        batch,
+        estimate.workers,
+        estimate.threads,
         rendition,
-        physical.scale if physical is not None else 1,
+        scale,
         engine,
+        estimate,
     )
 
 
@@ -141,10 +157,29 @@ class StagePlan:
             f"  engine: {p.engine_source}",
         ]
 
+    def cost_lines(self, todo: int) -> list[str]:
+        """The cost model's prediction for ``todo`` images to infer."""
+        e = self.plan.estimate
+        if e is None:
+            return []
+        return [
+            f"  est. cost: {e.seconds(todo, self.plan.batch_size):.2f} s for {todo} images"
+            f" ({e.per_s:.0f} img/s pipelined;"
+            f" per image decode {1000 * e.decode_s:.2f} ms, resize/normalise"
+            f" {1000 * e.resize_s:.2f} ms, inference {1000 * e.infer_s:.2f} ms)",
+            f"  cost basis: {e.basis}",
+        ]
 
-def plan_stage(settings: Settings, model: str, choice: targets.Choice) -> StagePlan:
+
+def plan_stage(
+    settings: Settings,
+    model: str,
+    choice: targets.Choice,
+    headers: list[rates.Header] | None = None,
+    profile_costs: CostModel | None = None,
+) -> StagePlan:
     """The physical plan of one stage calling ``model`` (no image is read: it depends on
-    settings, targets and this machine's calibration only)."""
+    settings, targets, this machine's calibration and the catalog's header statistics)."""
     plan = make_plan(
         settings,
         model=model,
@@ -153,5 +188,7 @@ def plan_stage(settings: Settings, model: str, choice: targets.Choice) -> StageP
         batch_size=None,
         rendition=None,
         physical=choice.plan,
+        headers=headers,
+        profile_costs=profile_costs,
     )
     return StagePlan(choice, plan)

@@ -203,3 +203,37 @@ def renditions_by_hash(
     finally:
         con.unregister("__smolql_hashes")
     return dict(rows)
+
+
+HEADER_SAMPLE = 256  # images a plan's cost is predicted over
+
+
+def image_headers(
+    con: duckdb.DuckDBPyConnection, catalog: str, source: str | None
+) -> list[tuple[str, int, int, int, int]]:
+    """A fixed sample of a catalog's images as the planner sees them without reading a file:
+    (format, bytes, stored width, stored height, EXIF orientation); of rendition ``source``
+    when given (stored upright, in the rendition's format)."""
+    if source is None:
+        return con.execute(
+            f"SELECT format, bytes, stored_width, stored_height, coalesce(orientation, 1)"
+            f" FROM {SCHEMA}.images WHERE catalog = ? AND format IS NOT NULL"
+            f" ORDER BY hash(id) LIMIT {HEADER_SAMPLE}",
+            [catalog],
+        ).fetchall()
+    return con.execute(
+        f"SELECT split_part(spec, ':', 2), bytes, width, height, 1 FROM {SCHEMA}.renditions"
+        f" WHERE catalog = ? AND spec = ? ORDER BY hash(image_id) LIMIT {HEADER_SAMPLE}",
+        [catalog, source],
+    ).fetchall()
+
+
+def profile_cost_model(con: duckdb.DuckDBPyConnection, catalog: str, machine: str) -> str | None:
+    """The cost model (JSON) fitted by the catalog's latest profile on ``machine``."""
+    row = fetch_one(
+        con,
+        f"SELECT params FROM {SCHEMA}.cost_models WHERE catalog = ? AND machine = ?"
+        " ORDER BY fitted DESC LIMIT 1",
+        [catalog, machine],
+    )
+    return row[0] if row else None
