@@ -13,6 +13,7 @@ from smolql.connection import Connection, connect
 from smolql.errors import SmolQLError
 from smolql.ingest.definition import DEFAULT_RENDITIONS
 from smolql.output import FORMATS, format_table, write_result
+from smolql.storage.images import catalog_listing
 
 MAX_REASONS = 10
 
@@ -176,15 +177,7 @@ def _print_summary(name: str, summary) -> None:
 
 
 def _list(con: Connection, args: argparse.Namespace) -> int:
-    print(
-        format_table(
-            con.sql(
-                "SELECT c.name, c.status, count(i.id) AS images, c.source, c.renditions"
-                " FROM smolql.catalogs c LEFT JOIN smolql.images i ON i.catalog = c.name"
-                " GROUP BY ALL ORDER BY c.name"
-            )
-        )
-    )
+    print(format_table(catalog_listing(con.duckdb)))
     return 0
 
 

@@ -32,7 +32,8 @@ from smolql.sql.logical import IMAGE, QueryPlan, Stage, plan_query
 from smolql.sql.parse import classify_statement, parse_one, split, uses_smolql
 from smolql.sql.run import bound, query_arrow, sql_error
 from smolql.storage import cache
-from smolql.storage.schema import image_headers, profile_cost_model
+from smolql.storage.profiles import cost_model as profile_cost_model
+from smolql.storage.schema import image_headers
 
 
 class PlanWarning(UserWarning):

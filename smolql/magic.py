@@ -30,6 +30,7 @@ from smolql.errors import Error
 from smolql.output import IMAGE_KEYS, cell_text
 from smolql.sources import read
 from smolql.sql.parse import split
+from smolql.storage.images import smallest_rendition
 
 CLASS_KEYS = {"label", "score", "class_index"}
 
@@ -81,13 +82,9 @@ class Result:
         return html.escape(cell_text(value))
 
     def _thumbnail(self, image: dict) -> str:
-        rows = self.con.duckdb.execute(
-            "SELECT path FROM smolql.renditions WHERE catalog = ? AND image_id = ?"
-            " ORDER BY least(width, height), bytes LIMIT 1",
-            [image["catalog"], image["id"]],
-        ).fetchall()
+        small = smallest_rendition(self.con.duckdb, image["catalog"], image["id"])
         try:
-            source = rows[0][0] if rows else io.BytesIO(read(image["path"])[0])
+            source = small or io.BytesIO(read(image["path"])[0])
             with Image.open(source) as im:
                 im.draft("RGB", (self.thumb, self.thumb))  # never decode a full original
                 im = im.convert("RGB")

@@ -132,8 +132,10 @@ def test_explain_shows_prefilter_plan_cache_and_costs(photos):
         "rows:",
         "plan: efficientnet_lite0 on original, onnxruntime/fp32, batch=",
         "cache:",
-        "est. cost: decode",
+        "est. cost: ",
+        "img/s pipelined; per image decode",
         "inference",
+        "cost basis: ",
         "ROI pushdown",
         "Final query (DuckDB)",
     ):

@@ -18,6 +18,7 @@ from smolql.ingest.definition import parse_specs
 from smolql.ingest.ingest import IngestSummary, ingest
 from smolql.ingest.scan import resolve_source, scan
 from smolql.ops.pipeline import ImageRef
+from smolql.storage.images import rendition_rows
 from smolql.storage.schema import SCHEMA, RenditionRoot, fetch_one
 from smolql.suggest import did_you_mean
 
@@ -245,10 +246,5 @@ def image_refs(
     if rendition is None:
         rows = con.execute(f'SELECT id, path, orientation FROM "{catalog}"{cond} ORDER BY id')
         return [ImageRef(i, p, o) for i, p, o in rows.fetchall()]
-    rows = con.execute(
-        f'SELECT c.id, r.path FROM "{catalog}" c JOIN smolql.renditions r'
-        f" ON r.catalog = '{catalog}' AND r.image_id = c.id AND r.spec = ?"
-        f"{cond} ORDER BY c.id",
-        [rendition],
-    ).fetchall()
+    rows = rendition_rows(con, catalog, rendition, where or "")
     return [ImageRef(i, p, 1) for i, p in rows]  # renditions are stored upright

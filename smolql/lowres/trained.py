@@ -12,7 +12,7 @@ import duckdb
 
 from smolql.models.registry import get_model, models, register_model
 from smolql.models.spec import ModelSpec
-from smolql.storage.schema import SCHEMA
+from smolql.storage.trained import replace_trained, trained
 
 
 def trained_name(base: str, rendition: str) -> str:
@@ -72,15 +72,20 @@ def save(
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
-    old = con.execute(
-        f"SELECT weights FROM {SCHEMA}.trained_models WHERE name = ?", [name]
-    ).fetchall()
-    con.execute(f"DELETE FROM {SCHEMA}.trained_models WHERE name = ?", [name])
-    con.execute(
-        f"INSERT INTO {SCHEMA}.trained_models VALUES (?, ?, ?, ?, ?, ?, ?, ?, now())",
-        [name, base.name, rendition, path, catalog, images, epochs, seconds],
+    old = replace_trained(
+        con,
+        {
+            "name": name,
+            "base": base.name,
+            "rendition": rendition,
+            "weights": path,
+            "catalog": catalog,
+            "train_images": images,
+            "epochs": epochs,
+            "seconds": seconds,
+        },
     )
-    for (previous,) in old:
+    for previous in old:
         if previous != path and os.path.exists(previous):
             os.remove(previous)
     return register_model(trained_spec(base, rendition, path), replace=True)
@@ -88,9 +93,7 @@ def save(
 
 def register_stored(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Register the database's trained models (their base models must be registered)."""
-    rows = con.execute(
-        f"SELECT name, base, rendition, weights FROM {SCHEMA}.trained_models"
-    ).fetchall()
+    rows = [(r["name"], r["base"], r["rendition"], r["weights"]) for r in trained(con)]
     if not rows:
         return []  # no plugin loading (and no torchvision import) at connect for nothing
     names = []
@@ -107,4 +110,4 @@ def register_stored(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 def trained_renditions(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """Trained model name -> the rendition it was trained for."""
-    return dict(con.execute(f"SELECT name, rendition FROM {SCHEMA}.trained_models").fetchall())
+    return {r["name"]: r["rendition"] for r in trained(con)}

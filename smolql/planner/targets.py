@@ -20,7 +20,7 @@ from smolql.backends.cpu import machine_id
 from smolql.errors import QueryError
 from smolql.models.registry import get_model, models
 from smolql.planner.space import ORIGINAL, PhysicalPlan
-from smolql.storage.schema import SCHEMA
+from smolql.storage.profiles import profiles as stored_profiles
 
 RUNNERS_UP = 3
 
@@ -88,20 +88,16 @@ class Profiles:
 
 def load(con: duckdb.DuckDBPyConnection, catalog: str) -> Profiles:
     """The catalog's profiled plans on this machine whose model weights are unchanged."""
-    rows = con.execute(
-        f"SELECT plan, model, weights, accuracy, least(predicted_per_s, measured_per_s),"
-        f" reference, accuracy_basis"
-        f" FROM {SCHEMA}.plan_profiles WHERE catalog = ? AND machine = ?",
-        [catalog, machine_id()],
-    ).fetchall()
     known = models()
     out = Profiles()
-    for key, model, weights, acc, per_s, ref, basis in rows:
-        spec = known.get(model)
-        if spec is None or not spec.weights or spec.weights_hash() != weights:
+    for row in stored_profiles(con, catalog, machine_id()):
+        spec = known.get(row["model"])
+        if spec is None or not spec.weights or spec.weights_hash() != row["weights"]:
             continue  # a model since changed or gone
-        out.candidates.append(Candidate(PhysicalPlan.from_key(key), acc, per_s, ref))
-        out.basis = basis
+        per_s = min(row["predicted_per_s"], row["measured_per_s"])
+        plan = PhysicalPlan.from_key(row["plan"])
+        out.candidates.append(Candidate(plan, row["accuracy"], per_s, row["reference"]))
+        out.basis = row["accuracy_basis"]
     return out
 
 

@@ -45,7 +45,8 @@ from smolql.profile.measure import (
     run_plan,
     stage_costs,
 )
-from smolql.storage.schema import SCHEMA
+from smolql.storage.images import rendition_paths
+from smolql.storage.profiles import replace_profiles
 
 MAX_ERROR = 0.15  # the cost model must predict measured throughput within this
 TIMED_BATCHES = 2  # inference batches timed alone before each end-to-end run
@@ -293,11 +294,7 @@ def _sample(con, catalog: str, label_col: str | None, n: int, seed: int) -> list
         f'SELECT id, path, orientation, {label} FROM "{catalog}"'
         f" ORDER BY hash(id + {int(seed)}) LIMIT {int(n)}"
     ).fetchall()
-    rends: dict[int, dict[str, str]] = {}
-    for image_id, spec, path in con.execute(
-        f"SELECT image_id, spec, path FROM {SCHEMA}.renditions WHERE catalog = ?", [catalog]
-    ).fetchall():
-        rends.setdefault(image_id, {})[spec] = path
+    rends = rendition_paths(con, catalog)
     return [
         SampleImage(i, p, o, None if lab is None else int(lab), rends.get(i, {}))
         for i, p, o, lab in sorted(rows)
@@ -322,52 +319,32 @@ def _mark_reference(report: Report) -> None:
 
 
 def store(con: duckdb.DuckDBPyConnection, report: Report) -> None:
-    machine = machine_id()
-    con.execute("BEGIN")
-    try:
-        con.execute(
-            f"DELETE FROM {SCHEMA}.plan_profiles WHERE catalog = ? AND machine = ?",
-            [report.catalog, machine],
-        )
-        con.execute(
-            f"DELETE FROM {SCHEMA}.cost_models WHERE catalog = ? AND machine = ?",
-            [report.catalog, machine],
-        )
-        for p in report.profiles:
-            con.execute(
-                f"INSERT INTO {SCHEMA}.plan_profiles VALUES"
-                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
-                [
-                    report.catalog,
-                    machine,
-                    p.plan.key,
-                    p.plan.model,
-                    p.weights,
-                    p.plan.source,
-                    p.plan.scale,
-                    p.plan.input_size,
-                    p.plan.backend,
-                    p.plan.precision,
-                    p.batch_size,
-                    p.images,
-                    p.correct,
-                    p.accuracy,
-                    report.basis,
-                    p.reference,
-                    p.decode_ms,
-                    p.resize_ms,
-                    p.infer_ms,
-                    p.bytes,
-                    p.decoded_pixels,
-                    p.measured_per_s,
-                    p.predicted_per_s,
-                ],
-            )
-        con.execute(
-            f"INSERT INTO {SCHEMA}.cost_models VALUES (?, ?, ?, ?, now())",
-            [report.catalog, machine, report.cost.to_json(), report.max_error],
-        )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+    rows = [
+        {
+            "plan": p.plan.key,
+            "model": p.plan.model,
+            "weights": p.weights,
+            "source": p.plan.source,
+            "scale": p.plan.scale,
+            "input_size": p.plan.input_size,
+            "backend": p.plan.backend,
+            "precision": p.plan.precision,
+            "batch_size": p.batch_size,
+            "images": p.images,
+            "correct": p.correct,
+            "accuracy": p.accuracy,
+            "accuracy_basis": report.basis,
+            "reference": p.reference,
+            "decode_ms": p.decode_ms,
+            "resize_ms": p.resize_ms,
+            "infer_ms": p.infer_ms,
+            "bytes": p.bytes,
+            "decoded_pixels": p.decoded_pixels,
+            "measured_per_s": p.measured_per_s,
+            "predicted_per_s": p.predicted_per_s,
+        }
+        for p in report.profiles
+    ]
+    replace_profiles(
+        con, report.catalog, machine_id(), rows, report.cost.to_json(), report.max_error
+    )

@@ -27,10 +27,6 @@ _DDL = (
         mode VARCHAR, bytes BIGINT, mtime TIMESTAMP, mtime_ns BIGINT, hash VARCHAR,
         orientation TINYINT, progressive BOOLEAN, subsampling VARCHAR,
         ctime_ns BIGINT, inode BIGINT)""",
-    # Databases made before the file signature had ctime and inode: their rows get NULLs,
-    # which count as "unverified" (the content is hashed again before it is trusted).
-    f"ALTER TABLE {SCHEMA}.images ADD COLUMN IF NOT EXISTS ctime_ns BIGINT",
-    f"ALTER TABLE {SCHEMA}.images ADD COLUMN IF NOT EXISTS inode BIGINT",
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.renditions (
         catalog VARCHAR, image_id INTEGER, spec VARCHAR, path VARCHAR,
         width INTEGER, height INTEGER, bytes BIGINT, hash VARCHAR)""",
@@ -51,7 +47,23 @@ _DDL = (
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.trained_models (
         name VARCHAR, base VARCHAR, rendition VARCHAR, weights VARCHAR, catalog VARCHAR,
         train_images INTEGER, epochs INTEGER, seconds DOUBLE, created TIMESTAMP)""",
+    f"CREATE TABLE IF NOT EXISTS {SCHEMA}.meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
 )
+
+# The system schema's version, and how to bring an older database up to it. A database without
+# a recorded version predates versioning: version 1 (it may lack what later versions added).
+SCHEMA_VERSION = 3
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2: file signatures gained ctime and inode; old rows get NULLs, which count as
+    # "unverified" (the content is hashed again before it is trusted).
+    2: (
+        f"ALTER TABLE {SCHEMA}.images ADD COLUMN IF NOT EXISTS ctime_ns BIGINT",
+        f"ALTER TABLE {SCHEMA}.images ADD COLUMN IF NOT EXISTS inode BIGINT",
+    ),
+    # 3: the version itself is recorded (smolql.meta); per-database engine calibrations moved
+    # to the per-user cache, so their table is dropped.
+    3: (f"DROP TABLE IF EXISTS {SCHEMA}.backend_profiles",),
+}
 
 
 # A file is attached under this fixed name rather than opened directly: DuckDB names a
@@ -76,7 +88,7 @@ class Database:
         with cls._lock:
             base, users = cls._open.get(key, (None, 0))
             if base is None:
-                base = _initialise(_attach(path))
+                base = _opened(_attach(path), path)
             cls._open[key] = (base, users + 1)
             return cursor(base)
 
@@ -119,10 +131,60 @@ def _attach(path: str) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _opened(con: duckdb.DuckDBPyConnection, path: str) -> duckdb.DuckDBPyConnection:
+    """Initialise a just-attached file; on failure detach it (the file stays openable)."""
+    try:
+        return _initialise(con)
+    except Exception:
+        con.close()
+        raise
+
+
 def _initialise(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Create the system schema, or migrate an older one to :data:`SCHEMA_VERSION`."""
+    existed = bool(
+        con.execute(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = ? AND table_name = ?"
+            " AND table_catalog = current_database()",
+            [SCHEMA, "images"],
+        ).fetchall()
+    )
     for statement in _DDL:
         con.execute(statement)
+    row = fetch_one(con, f"SELECT value FROM {SCHEMA}.meta WHERE key = 'schema_version'")
+    version = int(row[0]) if row else (1 if existed else SCHEMA_VERSION)
+    if version > SCHEMA_VERSION:
+        raise CatalogError(
+            f"this database has system schema version {version}, written by a newer SmolQL;"
+            f" this one reads up to version {SCHEMA_VERSION}: upgrade smolql"
+        )
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS.get(step, ()):
+            con.execute(statement)
+    if not row or version != SCHEMA_VERSION:
+        con.execute(
+            f"INSERT OR REPLACE INTO {SCHEMA}.meta VALUES ('schema_version', ?)",
+            [str(SCHEMA_VERSION)],
+        )
     return con
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    row = fetch_one(con, f"SELECT value FROM {SCHEMA}.meta WHERE key = 'schema_version'")
+    return int(row[0]) if row else 1
+
+
+def insert(
+    con: duckdb.DuckDBPyConnection, table: str, row: dict, now: tuple[str, ...] = ()
+) -> None:
+    """Insert one row into a system table by column name (columns not given are NULL, those
+    in ``now`` get the current time): no statement depends on the table's column order."""
+    columns = [*row, *now]
+    values = ", ".join(["?"] * len(row) + ["now()"] * len(now))
+    con.execute(
+        f"INSERT INTO {SCHEMA}.{table} ({', '.join(columns)}) VALUES ({values})",
+        list(row.values()),
+    )
 
 
 def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
@@ -226,14 +288,3 @@ def image_headers(
         f" WHERE catalog = ? AND spec = ? ORDER BY hash(image_id) LIMIT {HEADER_SAMPLE}",
         [catalog, source],
     ).fetchall()
-
-
-def profile_cost_model(con: duckdb.DuckDBPyConnection, catalog: str, machine: str) -> str | None:
-    """The cost model (JSON) fitted by the catalog's latest profile on ``machine``."""
-    row = fetch_one(
-        con,
-        f"SELECT params FROM {SCHEMA}.cost_models WHERE catalog = ? AND machine = ?"
-        " ORDER BY fitted DESC LIMIT 1",
-        [catalog, machine],
-    )
-    return row[0] if row else None
