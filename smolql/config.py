@@ -99,7 +99,7 @@ def _backend_name(value: Any) -> str:
 
 
 def _executor_name(value: Any) -> str:
-    from smolql.executor.base import executors
+    from smolql.executor.registry import executors
 
     return _choice(*executors(), what="executor")(value)
 

@@ -1,9 +1,9 @@
 """The executor interface: a stage's physical plan and its image references in, Arrow record
 batches of results out, in input order; the consumer stops early by closing the iterator.
 
-Executors are registered by name through the ``smolql.executors`` entry-point group (the
-local threaded pipeline is ``local``, registered as a plugin would be) and chosen with
-``SET smolql.executor``. An executor decides nothing: batch size, threads, engine, decode
+Executors are registered by name (:mod:`smolql.executor.registry`; the local threaded
+pipeline is ``local``, registered as a plugin would be) and chosen with ``SET smolql.executor``.
+An executor decides nothing: batch size, threads, engine, decode
 scale and source all come in the plan.
 
 Each result row answers one reference: ``index`` is its position in the input, ``topk`` the
@@ -13,18 +13,15 @@ the bytes decoded (where the reference carried the expected file signature).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import pyarrow as pa
 
-from smolql.errors import ExecutionError
 from smolql.models.spec import TOPK
 from smolql.ops.pipeline import ImageRef
 from smolql.planner.physical import Plan
-from smolql.registry import Registry
 
-ENTRY_POINT_GROUP = "smolql.executors"
 RESULTS = pa.schema(
     [
         ("index", pa.int64()),
@@ -43,18 +40,3 @@ class Executor(Protocol):
     ) -> Iterator[pa.RecordBatch]:
         """One row per ref (schema :data:`RESULTS`), in input order."""
         ...
-
-
-_REGISTRY: Registry[Executor] = Registry(ENTRY_POINT_GROUP, "executor", ExecutionError)
-
-
-def register_executor(executor: Executor, *, replace: bool = False) -> Executor:
-    return _REGISTRY.register(executor, replace=replace)
-
-
-def executors() -> Mapping[str, Executor]:
-    return _REGISTRY.all()
-
-
-def get_executor(name: str) -> Executor:
-    return _REGISTRY.get(name)

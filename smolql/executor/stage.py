@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from smolql.config import Settings
 from smolql.errors import DecodeError, QueryError
-from smolql.executor.base import get_executor
+from smolql.executor.registry import get_executor
 from smolql.freshness import Current, resolve
 from smolql.ops.pipeline import ImageRef
 from smolql.ops.transform import Rect
