@@ -14,14 +14,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import duckdb
-import pyarrow as pa
 from tqdm import tqdm
 
 from smolql.imaging.decode import turbo
 from smolql.ingest.definition import RenditionSpec
 from smolql.ingest.worker import TMP_MARK, Ingested, Skipped, ingest_file
 from smolql.sources import stat
-from smolql.storage.schema import SCHEMA, fetch_one
+from smolql.storage import catalogs as stored
 
 COMMIT_EVERY = 64
 COMMIT_SECONDS = 2.0
@@ -69,7 +68,7 @@ def ingest(
     """Ingest ``paths`` into ``catalog``: new and changed files processed, gone ones removed."""
     turbo()  # fail fast, once, if libjpeg-turbo is missing, instead of once per file
     work = _plan(con, catalog, paths, specs)
-    _remove(con, catalog, work.removed_ids, paths)
+    stored.remove_images(con, catalog, work.removed_ids, paths)
     summary = IngestSummary(unchanged=work.unchanged, removed=len(work.removed_ids))
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=len(work.todo), unit="img", desc=f"ingest {catalog}", disable=not show)
@@ -84,12 +83,7 @@ def ingest(
                 batch, last_commit = [], time.monotonic()
         _commit(con, catalog, batch, summary)
     remove_orphan_files(con, catalog, out_dir)
-    summary.images, summary.skipped = fetch_one(
-        con,
-        f"SELECT (SELECT count(*) FROM {SCHEMA}.images WHERE catalog = $1),"
-        f" (SELECT count(*) FROM {SCHEMA}.errors WHERE catalog = $1)",
-        [catalog],
-    )
+    summary.images, summary.skipped = stored.counts(con, catalog)
     return summary
 
 
@@ -99,18 +93,9 @@ def _plan(
     paths: list[str],
     specs: tuple[RenditionSpec, ...],
 ) -> _Work:
-    existing = {
-        path: (image_id, tuple(recorded))
-        for image_id, path, *recorded in con.execute(
-            f"SELECT id, path, bytes, mtime_ns, ctime_ns, inode FROM {SCHEMA}.images"
-            " WHERE catalog = ?",
-            [catalog],
-        ).fetchall()
-    }
+    existing = stored.recorded_files(con, catalog)
     renditions: dict[int, set[str]] = {}
-    for image_id, spec, path in con.execute(
-        f"SELECT image_id, spec, path FROM {SCHEMA}.renditions WHERE catalog = ?", [catalog]
-    ).fetchall():
+    for image_id, spec, path in stored.rendition_files(con, catalog):
         if os.path.exists(path):
             renditions.setdefault(image_id, set()).add(spec)
     wanted = {str(s) for s in specs}
@@ -187,84 +172,22 @@ def _commit(
             for r in result.renditions
         )
     summary.processed += len(rows)
-    ids = pa.table({"id": [i for i, _ in batch]})
-    paths = pa.table(
-        {"path": [r.path if isinstance(r, Skipped) else r.row["path"] for _, r in batch]}
+    stored.replace_images(
+        con,
+        catalog,
+        [i for i, _ in batch],
+        [r.path if isinstance(r, Skipped) else r.row["path"] for _, r in batch],
+        rows,
+        renditions,
+        errors,
     )
-    con.begin()
-    try:
-        con.register("_ids", ids)
-        con.register("_paths", paths)
-        con.execute(
-            f"DELETE FROM {SCHEMA}.images WHERE catalog = ? AND id IN (SELECT id FROM _ids)",
-            [catalog],
-        )
-        con.execute(
-            f"DELETE FROM {SCHEMA}.renditions WHERE catalog = ?"
-            " AND image_id IN (SELECT id FROM _ids)",
-            [catalog],
-        )
-        con.execute(
-            f"DELETE FROM {SCHEMA}.errors WHERE catalog = ? AND path IN (SELECT path FROM _paths)",
-            [catalog],
-        )
-        _insert(con, "images", rows)
-        _insert(con, "renditions", renditions)
-        _insert(con, "errors", errors, stamp="recorded")
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
-    finally:
-        con.unregister("_ids")
-        con.unregister("_paths")
-
-
-def _insert(
-    con: duckdb.DuckDBPyConnection, table: str, rows: list[dict], stamp: str | None = None
-) -> None:
-    if not rows:
-        return
-    con.register("_rows", pa.Table.from_pylist(rows))
-    try:
-        extra = f", now()::TIMESTAMP AS {stamp}" if stamp else ""
-        con.execute(f"INSERT INTO {SCHEMA}.{table} BY NAME SELECT *{extra} FROM _rows")
-    finally:
-        con.unregister("_rows")
-
-
-def _remove(
-    con: duckdb.DuckDBPyConnection, catalog: str, ids: list[int], present: list[str]
-) -> None:
-    """Drop rows of files that are gone, and errors recorded for files no longer there."""
-    con.begin()
-    con.register("_present", pa.table({"path": pa.array(present, pa.string())}))
-    try:
-        for table, column in (("images", "id"), ("renditions", "image_id")):
-            con.execute(
-                f"DELETE FROM {SCHEMA}.{table} WHERE catalog = ? AND list_contains(?, {column})",
-                [catalog, ids],
-            )
-        con.execute(
-            f"DELETE FROM {SCHEMA}.errors WHERE catalog = ?"
-            " AND path NOT IN (SELECT path FROM _present)",
-            [catalog],
-        )
-        con.commit()
-    finally:
-        con.unregister("_present")
 
 
 def remove_orphan_files(con: duckdb.DuckDBPyConnection, catalog: str, out_dir: str) -> int:
     """Delete rendition files no row points at (replaced content, leftovers of a killed run)."""
     if not os.path.isdir(out_dir):
         return 0
-    keep = {
-        p
-        for (p,) in con.execute(
-            f"SELECT path FROM {SCHEMA}.renditions WHERE catalog = ?", [catalog]
-        ).fetchall()
-    }
+    keep = {p for _, _, p in stored.rendition_files(con, catalog)}
     removed = 0
     for root, _dirs, names in os.walk(out_dir):
         for name in names:

@@ -21,6 +21,8 @@ from smolql.ops.loader import stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
 from smolql.planner.calibration import Measurement, load, save
 from smolql.planner.cost import split_threads
+from smolql.planner.space import PhysicalPlan
+from smolql.planner.targets import Candidate, Targets, rank
 
 MIN_AGREEMENT = 0.995
 BATCH_SIZES = (16, 32)
@@ -75,8 +77,18 @@ def _timed(session, sample: np.ndarray, batch: int) -> tuple[float, np.ndarray]:
 
 
 def pick(measurements: list[Measurement]) -> Measurement:
-    good = [m for m in measurements if m.top1_agreement >= MIN_AGREEMENT]
-    return max(good, key=lambda m: m.images_per_s)
+    """The default engine: the plan chooser's ranking with "no accuracy change" as its target
+    (top-1 agreement with fp32 within 1 - MIN_AGREEMENT), fastest first."""
+    of = {
+        Candidate(
+            PhysicalPlan("", backend=m.backend, precision=m.precision),
+            m.top1_agreement,
+            m.images_per_s,
+        ): m
+        for m in measurements
+    }
+    ranked = rank(list(of), Targets(max_accuracy_loss=1.0 - MIN_AGREEMENT), 1.0)
+    return of[ranked[0]]
 
 
 def _top1(session, sample: np.ndarray, batch: int) -> np.ndarray:

@@ -118,6 +118,22 @@ def compatible(candidates: list[Candidate], model: str, explicit: bool) -> list[
     return [c for c in candidates if allowed(c.plan.model)]
 
 
+def rank(pool: list[Candidate], targets: Targets, reference_accuracy: float) -> list[Candidate]:
+    """The candidates that meet ``targets``, best first: the fastest under an accuracy target
+    (a loss is measured from ``reference_accuracy``), else the most accurate. Plan choice and
+    the machine's default engine (:func:`smolql.planner.engines.pick`) both rank with it."""
+    ok = list(pool)
+    if targets.min_accuracy is not None:
+        ok = [c for c in ok if c.accuracy >= targets.min_accuracy]
+    if targets.max_accuracy_loss is not None:
+        ok = [c for c in ok if reference_accuracy - c.accuracy <= targets.max_accuracy_loss + 1e-12]
+    if targets.min_throughput is not None:
+        ok = [c for c in ok if c.per_s >= targets.min_throughput]
+    if targets.min_accuracy is not None or targets.max_accuracy_loss is not None:
+        return sorted(ok, key=lambda c: (-c.per_s, -c.accuracy))
+    return sorted(ok, key=lambda c: (-c.accuracy, -c.per_s))
+
+
 def choose(
     profiles: Profiles,
     targets: Targets,
@@ -141,24 +157,14 @@ def choose(
         )
     refs = [c for c in pool if c.plan.is_reference_input()]
     reference = max(refs or pool, key=lambda c: c.accuracy)
-    ok = list(pool)
-    if targets.min_accuracy is not None:
-        ok = [c for c in ok if c.accuracy >= targets.min_accuracy]
-    if targets.max_accuracy_loss is not None:
-        ok = [c for c in ok if reference.accuracy - c.accuracy <= targets.max_accuracy_loss]
-    if targets.min_throughput is not None:
-        ok = [c for c in ok if c.per_s >= targets.min_throughput]
-    if not ok:
+    ranked = rank(pool, targets, reference.accuracy)
+    if not ranked:
         best_acc = max(pool, key=lambda c: (c.accuracy, c.per_s))
         fastest = max(pool, key=lambda c: (c.per_s, c.accuracy))
         raise QueryError(
             f"no profiled plan for catalog {catalog!r} meets {targets.describe()}: the most"
             f" accurate is {best_acc.describe()}; the fastest is {fastest.describe()}"
         )
-    if targets.min_accuracy is not None or targets.max_accuracy_loss is not None:
-        ranked = sorted(ok, key=lambda c: (-c.per_s, -c.accuracy))
-    else:
-        ranked = sorted(ok, key=lambda c: (-c.accuracy, -c.per_s))
     return Choice(
         ranked[0].plan,
         ranked[0],
