@@ -6,12 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # The C extension smolql._jpeg builds against libjpeg-turbo's headers; PyTurboJPEG (used for
-# encoding) loads libturbojpeg; setpriv (util-linux) lets the tests drop root's file access.
+# encoding) loads libturbojpeg; setpriv (util-linux) lets the tests drop root's file access;
+# unshare (util-linux) and ip (iproute2) give the Ray tests a private network namespace.
 need=()
 [ -f /usr/include/jpeglib.h ] || need+=(libjpeg62-turbo-dev)
 ldconfig -p | grep -q 'libturbojpeg\.so\.0' || need+=(libturbojpeg0)
 command -v gcc >/dev/null || need+=(gcc)
 command -v setpriv >/dev/null || need+=(util-linux)
+command -v ip >/dev/null || need+=(iproute2)  # the Ray tests' private network namespace
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -q

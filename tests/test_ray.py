@@ -1,0 +1,89 @@
+"""The Ray executor on a real two-node Ray cluster on this machine (issue 17, first part).
+
+The cluster runs in a private network namespace (``unshare --net``, then ``ip link set lo
+up``), where every node is 127.0.0.1 and nothing binds the machine's own address: a head node
+and a second node, each started by ``ray start`` as separate processes with one CPU and a
+bounded object store, stopped with ``ray stop`` when the driver ends (it is our cluster: the
+namespace holds nothing else). The driver classifies a catalog through the local executor, then
+through Ray, and compares every row.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import real_jpegs
+
+pytestmark = pytest.mark.slow
+
+DRIVER = """
+import sys, warnings, smolql
+warnings.simplefilter("ignore")
+con = smolql.connect(sys.argv[1], cache="off")
+con.create_catalog("photos", sys.argv[2], renditions=(), progress=False)
+sql = ("SELECT file, classify(image).label AS label, classify(image).class_index AS c,"
+       " round(classify(image).score, 4) AS s FROM photos ORDER BY file")
+local = con.sql(sql).to_pylist()
+import ray
+con.sql("SET smolql.executor = 'ray'")
+remote = con.sql(sql).to_pylist()
+nodes = [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]]
+print("nodes:", len(nodes), sorted(set(nodes)))
+print("rows:", len(local), "identical:", local == remote)
+top = "SELECT count(*) AS n FROM photos WHERE classify_topk(image, 3)[3].score < 1"
+print("topk:", con.sql(top).to_pylist())
+"""
+
+CLUSTER = """
+set -e
+ip link set lo up
+export RAY_USAGE_STATS_ENABLED=0
+"$BIN/ray" start --head --node-ip-address=127.0.0.1 --port=6379 --num-cpus=1 \\
+    --object-store-memory=200000000 --include-dashboard=false --disable-usage-stats \\
+    >"$LOGS/head.log" 2>&1
+trap '"$BIN/ray" stop >/dev/null 2>&1' EXIT
+"$BIN/ray" start --address=127.0.0.1:6379 --num-cpus=1 --object-store-memory=200000000 \\
+    --disable-usage-stats >"$LOGS/node.log" 2>&1
+SMOLQL_RAY_ADDRESS=127.0.0.1:6379 "$BIN/python" "$@"
+"""
+
+
+def _can_run_a_cluster() -> str | None:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return "Ray is not installed (pip install 'ray[data]==2.60.0'; .ci/run installs it)"
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return "a private network namespace needs root and unshare"
+    return None
+
+
+def test_the_ray_executor_gives_the_local_executors_rows_on_two_nodes(tmp_path: Path):
+    reason = _can_run_a_cluster()
+    if reason:
+        pytest.skip(reason)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    files = real_jpegs()
+    for f in files:
+        shutil.copy2(f, folder / f.name)
+    (tmp_path / "drive.py").write_text(textwrap.dedent(DRIVER))
+    (tmp_path / "cluster.sh").write_text(textwrap.dedent(CLUSTER))
+    bin_dir = str(Path(sys.executable).parent)
+    proc = subprocess.run(
+        ["unshare", "--net", "bash", str(tmp_path / "cluster.sh"), str(tmp_path / "drive.py"),
+         str(tmp_path / "r.duckdb"), str(folder)],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "BIN": bin_dir, "LOGS": str(tmp_path)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "nodes: 2 ['127.0.0.1']" in out
+    assert f"rows: {len(files)} identical: True" in out
+    assert f"topk: [{{'n': {len(files)}}}]" in out
