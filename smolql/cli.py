@@ -25,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="database file (default $SMOLQL_DB or ./smolql.duckdb)",
     )
+    common.add_argument(
+        "--executor",
+        default=argparse.SUPPRESS,
+        help="where UDF stages run: local (default, or $SMOLQL_EXECUTOR) or ray",
+    )
     parser = argparse.ArgumentParser(
         prog="smolql", description="SQL over image collections.", parents=[common]
     )
@@ -118,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     db = getattr(args, "db", None) or default_db_path()
     new = db != ":memory:" and not os.path.exists(db)
     try:
-        with connect(db) as con:
+        chosen = getattr(args, "executor", None)
+        with connect(db, **({"executor": chosen} if chosen else {})) as con:
             if new and args.command in ("query", "shell"):
                 print(f"note: {db} did not exist: created a new, empty database", file=sys.stderr)
             return handler(con, args)

@@ -19,6 +19,8 @@ from smolql.ingest.definition import DEFAULT_RENDITIONS
 from smolql.ingest.ingest import IngestSummary
 from smolql.storage.schema import RenditionRoot, close_database, open_database
 
+EXECUTOR_ENV = "SMOLQL_EXECUTOR"  # the default executor of new connections (e.g. "ray")
+
 
 class Connection:
     """An open SmolQL database, and a PEP 249 connection.
@@ -43,6 +45,8 @@ class Connection:
 
     def __init__(self, database: str | None = None, **settings: Any) -> None:
         self.database = database or default_db_path()
+        if "executor" not in settings and os.environ.get(EXECUTOR_ENV):
+            settings["executor"] = os.environ[EXECUTOR_ENV]
         self.settings = Settings(**settings)
         self.duckdb = open_database(self.database)
         self.renditions = RenditionRoot(self.database)

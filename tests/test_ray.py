@@ -20,8 +20,6 @@ from pathlib import Path
 import pytest
 from conftest import real_jpegs
 
-pytestmark = pytest.mark.slow
-
 DRIVER = """
 import sys, warnings, smolql
 warnings.simplefilter("ignore")
@@ -64,6 +62,7 @@ def _can_run_a_cluster() -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_the_ray_executor_gives_the_local_executors_rows_on_two_nodes(tmp_path: Path):
     reason = _can_run_a_cluster()
     if reason:
@@ -87,3 +86,30 @@ def test_the_ray_executor_gives_the_local_executors_rows_on_two_nodes(tmp_path: 
     assert "nodes: 2 ['127.0.0.1']" in out
     assert f"rows: {len(files)} identical: True" in out
     assert f"topk: [{{'n': {len(files)}}}]" in out
+
+
+def test_the_executor_is_chosen_by_environment_cli_and_connect(monkeypatch, tmp_path):
+    import smolql
+    from smolql.cli import main
+
+    monkeypatch.setenv("SMOLQL_EXECUTOR", "ray")
+    with smolql.connect(":memory:") as con:
+        assert con.settings.executor == "ray"
+    with smolql.connect(":memory:", executor="local") as con:
+        assert con.settings.executor == "local"
+    monkeypatch.delenv("SMOLQL_EXECUTOR")
+    db = str(tmp_path / "e.duckdb")
+    assert (
+        main(
+            [
+                "--executor",
+                "ray",
+                "query",
+                "SELECT current_setting('threads') > 0 AS ok",
+                "--db",
+                db,
+            ]
+        )
+        == 0
+    )
+    assert main(["--executor", "rya", "query", "SELECT 1", "--db", db]) == 1
