@@ -1,4 +1,5 @@
-"""The Ray executor on a real two-node Ray cluster on this machine (issue 17, first part).
+"""The Ray executor on a real two-node Ray cluster on this machine (issue 17, first part):
+same rows as the local executor, also when an inference worker is killed mid-query.
 
 The cluster runs in a private network namespace (``unshare --net``, then ``ip link set lo
 up``), where every node is 127.0.0.1 and nothing binds the machine's own address: a head node
@@ -36,6 +37,34 @@ print("nodes:", len(nodes), sorted(set(nodes)))
 print("rows:", len(local), "identical:", local == remote)
 top = "SELECT count(*) AS n FROM photos WHERE classify_topk(image, 3)[3].score < 1"
 print("topk:", con.sql(top).to_pylist())
+
+# A worker process killed mid-query (SIGKILL to one inference actor of this cluster: a process
+# titled ray::MapWorker in this network namespace): Ray restarts it and retries its batches.
+import os, signal, threading, time
+con.sql("SET smolql.cache = on")
+killed = []
+def kill_one_actor():
+    me = os.readlink("/proc/self/ns/net")
+    deadline = time.time() + 120
+    while time.time() < deadline and not killed:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().decode(errors="replace")
+                if cmd.startswith("ray::MapWorker") and os.readlink(f"/proc/{pid}/ns/net") == me:
+                    time.sleep(0.5)  # let it take a batch
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            except OSError:
+                continue
+        time.sleep(0.05)
+killer = threading.Thread(target=kill_one_actor)
+killer.start()
+after_kill = con.sql(sql).to_pylist()
+killer.join()
+rows = con.duckdb.execute("SELECT count(*), count(DISTINCT hash) FROM smolql.udf_cache").fetchall()
+print("killed:", len(killed), "identical:", after_kill == local, "cache rows, distinct:", rows[0])
 """
 
 CLUSTER = """
@@ -86,6 +115,8 @@ def test_the_ray_executor_gives_the_local_executors_rows_on_two_nodes(tmp_path: 
     assert "nodes: 2 ['127.0.0.1']" in out
     assert f"rows: {len(files)} identical: True" in out
     assert f"topk: [{{'n': {len(files)}}}]" in out
+    n = len({f.read_bytes() for f in files})  # the cache is keyed by content
+    assert f"killed: 1 identical: True cache rows, distinct: ({n}, {n})" in out
 
 
 def test_the_executor_is_chosen_by_environment_cli_and_connect(monkeypatch, tmp_path):
