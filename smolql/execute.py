@@ -18,6 +18,7 @@ from sqlglot.tokens import Tokenizer, TokenType
 from smolql.backends.cpu import machine_id
 from smolql.config import SETTINGS, Settings
 from smolql.errors import QueryError, SmolQLError
+from smolql.executor.registry import get_executor
 from smolql.executor.stage import DONE_TABLE, ImageWarning, StageStats, driver_rows, run_stage
 from smolql.freshness import resolve
 from smolql.ingest.manage import names as catalog_names
@@ -356,6 +357,9 @@ def explain(con, settings: Settings, tree: exp.Expression, values: dict | None =
         lines.append(
             f"LIMIT {plan.early_limit} without ORDER BY: inference stops once enough rows qualify"
         )
+    if plan.stages:
+        executor = get_executor(settings.executor)
+        lines.append(f"Executor {executor.name}: {executor.describe()}")
     lines.append(f"Final query (DuckDB): {plan.final_sql()}")
     return lines
 

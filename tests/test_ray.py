@@ -35,6 +35,8 @@ remote = con.sql(sql).to_pylist()
 nodes = [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]]
 print("nodes:", len(nodes), sorted(set(nodes)))
 print("rows:", len(local), "identical:", local == remote)
+explain = con.sql("EXPLAIN " + sql)["plan"].to_pylist()
+print("explain:", [x.strip() for x in explain if "xecutor" in x])
 top = "SELECT count(*) AS n FROM photos WHERE classify_topk(image, 3)[3].score < 1"
 print("topk:", con.sql(top).to_pylist())
 
@@ -114,6 +116,7 @@ def test_the_ray_executor_gives_the_local_executors_rows_on_two_nodes(tmp_path: 
     out = proc.stdout
     assert "nodes: 2 ['127.0.0.1']" in out
     assert f"rows: {len(files)} identical: True" in out
+    assert "'executor: ray', 'Executor ray: Ray cluster at 127.0.0.1:6379: 2 nodes, 2 CPUs'" in out
     assert f"topk: [{{'n': {len(files)}}}]" in out
     n = len({f.read_bytes() for f in files})  # the cache is keyed by content
     assert f"killed: 1 identical: True cache rows, distinct: ({n}, {n})" in out

@@ -40,3 +40,7 @@ class Executor(Protocol):
     ) -> Iterator[pa.RecordBatch]:
         """One row per ref (schema :data:`RESULTS`), in input order."""
         ...
+
+    def describe(self) -> str:
+        """Where it runs, for EXPLAIN (e.g. the cluster's nodes and resources)."""
+        ...

@@ -111,6 +111,18 @@ class RayExecutor:
 
     name = "ray"
 
+    def describe(self) -> str:
+        connect()
+        import ray
+
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        res = ray.cluster_resources()
+        gpus = f", {res['GPU']:g} GPUs" if res.get("GPU") else ""
+        return (
+            f"Ray cluster at {os.environ.get(ADDRESS_ENV, 'auto')}: {len(nodes)} nodes,"
+            f" {res.get('CPU', 0):g} CPUs{gpus}"
+        )
+
     def run(
         self, plan: Plan, refs: Sequence[ImageRef], *, k: int = 1, progress: bool | None = None
     ) -> Iterator[pa.RecordBatch]:

@@ -7,6 +7,7 @@ thread runs the model; images that cannot be decoded come out as predictions wit
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -113,6 +114,9 @@ class LocalExecutor:
     """The threaded pipeline on this machine (``smolql.executor = 'local'``)."""
 
     name = "local"
+
+    def describe(self) -> str:
+        return f"this machine's threads ({os.cpu_count() or 1} cores)"
 
     def run(
         self, plan: Plan, refs: Sequence[ImageRef], *, k: int = 1, progress: bool | None = None

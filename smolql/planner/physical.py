@@ -148,6 +148,7 @@ class StagePlan:
 
     choice: targets.Choice
     plan: Plan
+    executor: str = "local"
 
     def lines(self) -> list[str]:
         p = self.plan
@@ -155,6 +156,7 @@ class StagePlan:
             f"  plan: {p.physical.describe()}, batch={p.batch_size}"
             f" ({p.decode_workers} decode + {p.infer_threads} inference threads)",
             f"  engine: {p.engine_source}",
+            f"  executor: {self.executor}",
         ]
 
     def cost_lines(self, todo: int) -> list[str]:
@@ -191,4 +193,4 @@ def plan_stage(
         headers=headers,
         profile_costs=profile_costs,
     )
-    return StagePlan(choice, plan)
+    return StagePlan(choice, plan, settings.executor)
