@@ -24,6 +24,9 @@ from smolql.models.export import cache_dir
 from smolql.models.spec import ModelSpec
 
 RUNTIMES = ("onnxruntime", "openvino", "torch", "tensorrt")
+# How the default is chosen from the measurements; a new rule measures again (2: a reduced
+# precision must show its agreement on enough images, see smolql.planner.engines.pick).
+CHOICE_RULE = 2
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ def key(spec: ModelSpec) -> dict[str, object]:
         "weights": spec.weights_hash(),
         "input_size": spec.input_size,
         "runtimes": runtime_versions(),
+        "rule": CHOICE_RULE,
     }
 
 
