@@ -197,11 +197,18 @@ class Connection:
                 rendition=None,
             )
             defaults[name] = (plan.backend, plan.precision, plan.batch_size)
+            split = (plan.decode_workers, plan.infer_threads)
         options = Options(
             tuple(names), sample, tuple(precisions), smaller_inputs, labels, seed, repeats
         )
         return profile_catalog(
-            self.duckdb, catalog, options, defaults=defaults, trained_for=trained, say=say
+            self.duckdb,
+            catalog,
+            options,
+            defaults=defaults,
+            split=split,
+            trained_for=trained,
+            say=say,
         )
 
     def calibrate(

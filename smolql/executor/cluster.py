@@ -22,11 +22,12 @@ import logging
 import os
 import pickle
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
 
-from smolql.errors import DecodeError, ExecutionError
+from smolql.errors import ExecutionError
 from smolql.executor.base import RESULTS
 from smolql.ops.pipeline import ImageRef
 from smolql.planner.physical import Plan
@@ -54,39 +55,28 @@ class _Infer:
         self.node = ray.get_runtime_context().get_node_id()[:8]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        from smolql.executor.local import softmax_topk
+        """The local executor's pipeline on this batch (one decode worker: the actor holds a
+        fraction of a CPU); errors name the node."""
+        from smolql.executor.local import as_results, classify_stream
 
-        indexes = [int(i) for i in batch["index"]]
-        refs: list[ImageRef] = [pickle.loads(r) for r in batch["ref"]]
-        tensor = np.empty((len(refs), *self.pre.output.shape), np.float32)
-        ok, errors, digests = [], {}, {}
-        for row, ref in enumerate(refs):
-            try:
-                digests[row] = self.pre.run(ref, tensor[len(ok)])
-                ok.append(row)
-            except DecodeError as e:
-                errors[row] = f"{e.message} (node {self.node})"
-            except Exception as e:  # a decoder choking on odd data must not fail the query
-                reason = f"cannot decode: {type(e).__name__}: {e}"
-                errors[row] = f"{ref.path}: {reason} (node {self.node})"
-        topk: dict[int, list] = {}
-        if ok:
-            idx, prob = softmax_topk(self.session.run(tensor[: len(ok)]), self.k)
-            labels = self.plan.spec.labels
-            for row, r_idx, r_p in zip(ok, idx, prob, strict=True):
-                topk[row] = [
-                    {"class_index": int(c), "label": labels[c], "score": float(p)}
-                    for c, p in zip(r_idx, r_p, strict=True)
-                ]
-        return pa.table(
-            {
-                "index": indexes,
-                "topk": [topk.get(row) for row in range(len(refs))],
-                "error": [errors.get(row) for row in range(len(refs))],
-                "digest": [digests.get(row) for row in range(len(refs))],
-            },
-            schema=RESULTS,
-        )
+        refs = [
+            replace(pickle.loads(r), key=int(i))
+            for i, r in zip(batch["index"], batch["ref"], strict=True)
+        ]
+        preds = [
+            p if p.error is None else replace(p, error=f"{p.error} (node {self.node})")
+            for p in classify_stream(
+                refs,
+                self.plan.spec,
+                self.session,
+                self.pre,
+                batch_size=len(refs),
+                decode_workers=1,
+                k=self.k,
+                progress=False,
+            )
+        ]
+        return pa.Table.from_batches([as_results(preds)])
 
 
 def connect() -> None:
@@ -150,8 +140,11 @@ class RayExecutor:
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=float(os.environ.get(ACTOR_CPUS_ENV, "0.5")),
         )
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            yield from batch.cast(RESULTS).to_batches()
+        try:
+            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                yield from batch.cast(RESULTS).to_batches()
+        except ray.exceptions.RayError as e:
+            raise ExecutionError(f"the Ray cluster failed the stage: {e}") from e
 
 
 def _export_once(plan: Plan) -> None:

@@ -128,13 +128,14 @@ class LocalExecutor:
         for p in predictions(plan, indexed, k=k, progress=progress):
             rows.append(p)
             if len(rows) >= plan.batch_size:
-                yield _batch(rows)
+                yield as_results(rows)
                 rows = []
         if rows:
-            yield _batch(rows)
+            yield as_results(rows)
 
 
-def _batch(rows: list[Prediction]) -> pa.RecordBatch:
+def as_results(rows: list[Prediction]) -> pa.RecordBatch:
+    """Predictions keyed by input position, as one batch of :data:`RESULTS` in input order."""
     rows.sort(key=lambda p: p.key)
     return pa.RecordBatch.from_pydict(
         {

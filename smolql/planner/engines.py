@@ -19,8 +19,8 @@ from smolql.errors import InferenceError
 from smolql.models.spec import ModelSpec
 from smolql.ops.loader import stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
+from smolql.planner import rates
 from smolql.planner.calibration import Measurement, load, save
-from smolql.planner.cost import split_threads
 from smolql.planner.space import PhysicalPlan
 from smolql.planner.targets import Candidate, Targets, rank
 
@@ -190,5 +190,6 @@ def calibrate(spec: ModelSpec, paths: list[str]) -> Measurement:
         raise InferenceError("no calibration image could be decoded")
     sample = np.concatenate(batches)
     sample = np.resize(sample, (CALIBRATION_IMAGES, *sample.shape[1:]))  # tile to full batches
-    _, threads = split_threads(os.cpu_count() or 1, decode_cost=1.5, infer_cost=10.0)
+    # The threads a query's inference gets on this machine before its rates are known.
+    threads = rates.estimate([], None, model=None, engine="").threads
     return calibrate_sample(spec, sample, threads)

@@ -104,30 +104,32 @@ def planned(headers: list[Header], transform: Transform, scale: int) -> list[Ima
     return out
 
 
+def time_image(pre: Preprocessor, ref: ImageRef, slot: np.ndarray) -> ImageCost:
+    """Decode and resize/normalise of one image on this thread, best of two passes."""
+    data, _ = read(ref.path)
+    best = None
+    for _ in range(2):
+        t0 = time.perf_counter()
+        ip = pre.plan(data, ref)
+        pixels = ip.decode.apply(data)
+        t1 = time.perf_counter()
+        for view in ip.views:
+            pixels = view.apply(pixels)
+        ip.resize.apply(pixels, slot)
+        t2 = time.perf_counter()
+        if best is None or t2 - t0 < best[0] + best[1]:
+            best = (t1 - t0, t2 - t1)
+    f = features(ip, len(data))
+    return ImageCost(f.format, f.bytes, f.decoded_pixels, f.read_pixels, f.output_pixels, *best)
+
+
 def measure(paths: list[str], transform: Transform) -> list[ImageCost]:
-    """Decode and resize/normalise of each image on one core at each DCT scale, best of two."""
+    """Per-image costs of ``paths`` on one core at each DCT scale."""
     costs = []
     for scale in DCT_SCALES:
         pre = Preprocessor(transform, scale_denom=scale)
         slot = np.empty(pre.output.shape, np.float32)
-        for i, path in enumerate(paths):
-            data, _ = read(path)
-            ref = ImageRef(i, path)
-            best = None
-            for _ in range(2):
-                t0 = time.perf_counter()
-                ip = pre.plan(data, ref)
-                pixels = ip.decode.apply(data)
-                t1 = time.perf_counter()
-                for view in ip.views:
-                    pixels = view.apply(pixels)
-                ip.resize.apply(pixels, slot)
-                t2 = time.perf_counter()
-                if best is None or t2 - t0 < best[0] + best[1]:
-                    best = (t1 - t0, t2 - t1)
-            f = features(ip, len(data))
-            row = (f.format, f.bytes, f.decoded_pixels, f.read_pixels, f.output_pixels)
-            costs.append(ImageCost(*row, *best))
+        costs += [time_image(pre, ImageRef(i, p), slot) for i, p in enumerate(paths)]
     return costs
 
 

@@ -17,8 +17,8 @@ from smolql.models.spec import ModelSpec
 from smolql.ops.loader import stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
 from smolql.planner.cost import ImageCost
+from smolql.planner.rates import time_image
 from smolql.planner.space import ORIGINAL, PhysicalPlan, sized
-from smolql.sources import read
 
 CALIBRATION_IMAGES = 64
 WARMUP_BATCHES = 3  # a fresh ONNX Runtime session runs its first two or three batches slower
@@ -72,31 +72,7 @@ def stage_costs(
             continue
         pre = preprocessor(plan, get_model(plan.model))
         slot = np.empty(pre.output.shape, np.float32)
-        costs = []
-        for ref in refs_for(plan, images):
-            data, _ = read(ref.path)
-            best = None
-            for _ in range(2):
-                t0 = time.perf_counter()
-                ip = pre.plan(data, ref)
-                pixels = ip.decode.apply(data)
-                t1 = time.perf_counter()
-                for view in ip.views:
-                    pixels = view.apply(pixels)
-                ip.resize.apply(pixels, slot)
-                t2 = time.perf_counter()
-                if best is None or t2 - t0 < best[0] + best[1]:
-                    best = (t1 - t0, t2 - t1)
-            costs.append(
-                ImageCost(
-                    ip.decode.format,
-                    len(data),
-                    ip.decoded_pixels,
-                    pixels.shape[0] * pixels.shape[1],
-                    pre.output.shape[1] * pre.output.shape[2],
-                    *best,
-                )
-            )
+        costs = [time_image(pre, ref, slot) for ref in refs_for(plan, images)]
         out[key] = costs
     return out
 

@@ -33,7 +33,6 @@ from smolql.planner.cost import (
     RunObservation,
     fit_contention,
     fit_stage_costs,
-    split_threads,
 )
 from smolql.planner.engines import stored_choice
 from smolql.planner.space import ORIGINAL, PhysicalPlan, enumerate_plans
@@ -106,13 +105,15 @@ def profile_catalog(
     options: Options,
     *,
     defaults: dict[str, tuple[str, str, int]],
+    split: tuple[int, int],
     trained_for: dict[str, str] | None = None,
     say: Callable[[str], None] = lambda _: None,
 ) -> Report:
     """Measure every plan (see :func:`smolql.planner.space.enumerate_plans`) and store them.
 
     ``defaults`` maps each model to its measured default (backend, precision, batch size);
-    its plans use that engine, plus ONNX Runtime int8 when ``int8`` is among the precisions."""
+    its plans use that engine, plus ONNX Runtime int8 when ``int8`` is among the precisions.
+    ``split`` is the planner's (decode workers, inference threads) for this catalog."""
     label_col = _label_column(con, catalog, options.labels)
     images = _sample(con, catalog, label_col, options.sample, options.seed)
     if not images:
@@ -120,7 +121,7 @@ def profile_catalog(
     plans = _plan_space(con, catalog, options, defaults, trained_for, say)
     batch = {name: d[2] for name, d in defaults.items()}
     cores = os.cpu_count() or 1
-    workers, threads = split_threads(cores, decode_cost=1.5, infer_cost=10.0)
+    workers, threads = split
     runs = len(plans) * len(images) * options.repeats
     say(
         f"profiling {len(plans)} plans on {len(images)} sampled images of {catalog!r},"
