@@ -29,22 +29,28 @@ BIN = Path(sys.executable).parent
 MARK = "SMOLQL_SCALEOUT_INSIDE"
 
 
-def ray(*args: str) -> None:
-    subprocess.run([str(BIN / "ray"), *args], check=True, capture_output=True, timeout=300,
+def ray(*args: str, core: int | None = None) -> None:
+    pin = ["taskset", "-c", str(core)] if core is not None else []
+    subprocess.run([*pin, str(BIN / "ray"), *args], check=True, capture_output=True, timeout=300,
                    env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})  # fmt: skip
 
 
-def cluster(nodes: int, cpus: int) -> None:
+def cluster(nodes: int, cpus: int, pin: bool) -> None:
+    """``nodes`` Ray nodes of ``cpus`` CPUs; with ``pin``, node i's processes (raylet, workers)
+    run on core i only, so that a 1-CPU node has one real core."""
     ray("start", "--head", "--node-ip-address=127.0.0.1", "--port=6379", f"--num-cpus={cpus}",
         "--object-store-memory=200000000", "--include-dashboard=false",
-        "--disable-usage-stats")  # fmt: skip
-    for _ in range(nodes - 1):
+        "--disable-usage-stats", core=0 if pin else None)  # fmt: skip
+    for i in range(1, nodes):
         ray("start", "--address=127.0.0.1:6379", f"--num-cpus={cpus}",
-            "--object-store-memory=200000000", "--disable-usage-stats")  # fmt: skip
+            "--object-store-memory=200000000", "--disable-usage-stats",
+            core=i if pin else None)  # fmt: skip
 
 
 def rate(con, sql: str, repeats: int) -> tuple[float, list[float]]:
-    con.sql(sql)  # warm: actors started, engine open
+    start = time.perf_counter()
+    con.sql(sql)  # warm: workers started, engine open
+    print(f"  first query (starts the workers): {time.perf_counter() - start:.2f} s", flush=True)
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -57,6 +63,7 @@ def inside(repeats: int) -> None:
     import ray as ray_module
 
     import smolql
+    from smolql.backends.cpu import cpu_flags
 
     warnings.simplefilter("ignore")
     folder = tempfile.mkdtemp(prefix="smolql-scale-")
@@ -65,14 +72,15 @@ def inside(repeats: int) -> None:
     sql = "SELECT id, classify(image).label FROM photos"
     rows = {}
     rows["local executor (2 cores)"] = rate(con, sql, repeats)
+    plan = next(x.strip() for x in con.sql("EXPLAIN " + sql)["plan"].to_pylist() if "plan:" in x)
     con.sql("SET smolql.executor = 'ray'")
     os.environ["SMOLQL_RAY_ADDRESS"] = "127.0.0.1:6379"
-    for name, nodes, cpus in (
-        ("ray, 1 node x 2 CPUs", 1, os.cpu_count() or 2),
-        ("ray, 1 node x 1 CPU", 1, 1),
-        ("ray, 2 nodes x 1 CPU", 2, 1),
+    for name, nodes, cpus, pin in (
+        ("ray, 1 node x 2 CPUs", 1, os.cpu_count() or 2, False),
+        ("ray, 1 node x 1 CPU", 1, 1, True),
+        ("ray, 2 nodes x 1 CPU", 2, 1, True),
     ):
-        cluster(nodes, cpus)
+        cluster(nodes, cpus, pin)
         try:
             rows[name] = rate(con, sql, repeats)
         finally:
@@ -80,6 +88,12 @@ def inside(repeats: int) -> None:
             ray("stop")
     con.close()
     shutil.rmtree(folder, ignore_errors=True)
+    flags = cpu_flags()
+    print(
+        f"host: {os.cpu_count()} cores; avx512f {'avx512f' in flags}, VNNI"
+        f" {bool(flags & {'avx512_vnni', 'avx_vnni'})}, bf16 {'avx512_bf16' in flags}"
+    )
+    print(f"plan: {plan}")
     width = max(map(len, rows))
     for name, (r, runs) in rows.items():
         print(f"{name:<{width}}  {r:7.1f} img/s  [{', '.join(f'{x:.0f}' for x in runs)}]")

@@ -157,6 +157,13 @@ SETTINGS: dict[str, Setting] = {
             _executor_name,
         ),
         Setting(
+            "ray_address",
+            "",
+            "The Ray cluster of the 'ray' executor: 'auto', 'host:port' or 'ray://host:port';"
+            " empty means $SMOLQL_RAY_ADDRESS, else 'auto'.",
+            str,
+        ),
+        Setting(
             "on_error",
             "null",
             "An undecodable image gives NULL and a warning ('null') or fails the query ('fail').",

@@ -6,6 +6,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import duckdb
@@ -334,7 +335,13 @@ class Connection:
             self.close()
 
     def _opts(self, progress: bool | None) -> manage.IngestOptions:
-        return manage.IngestOptions(worker_count(self.settings), progress)
+        """Ingest on this machine's threads, or where the executor runs files (Ray tasks)."""
+        from smolql.executor.registry import get_executor
+
+        run = getattr(get_executor(self.settings.executor), "ingest_files", None)
+        if run is not None:
+            run = partial(run, address=self.settings.ray_address or None)
+        return manage.IngestOptions(worker_count(self.settings), progress, run)
 
 
 def connect(database: str | None = None, **settings: Any) -> Connection:

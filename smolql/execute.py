@@ -359,7 +359,7 @@ def explain(con, settings: Settings, tree: exp.Expression, values: dict | None =
         )
     if plan.stages:
         executor = get_executor(settings.executor)
-        lines.append(f"Executor {executor.name}: {executor.describe()}")
+        lines.append(f"Executor {executor.name}: {executor.describe(settings.ray_address or None)}")
     lines.append(f"Final query (DuckDB): {plan.final_sql()}")
     return lines
 
@@ -379,6 +379,11 @@ def explain_analyze(plan: QueryPlan, stats: QueryStats) -> list[str]:
             f"  rows from pre-filter {s.driver_rows}, cached {s.cached}, inferred {s.inferred},"
             f" errors {s.errors}, {s.seconds:.3f} s"
         )
+        for node, (images, busy) in sorted(s.nodes.items()):
+            lines.append(
+                f"  node {node}: {images} images, {images / max(s.seconds, 1e-9):.1f} img/s of"
+                f" the stage's wall time, {busy:.2f} s busy there"
+            )
     lines.append(f"Final query: {stats.final_rows} rows, {stats.final_seconds:.3f} s")
     return lines
 

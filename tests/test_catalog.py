@@ -218,3 +218,18 @@ def test_drop_removes_rows_view_and_renditions_but_not_sources(con, small_dir):
     assert con.catalogs() == [] and not os.path.exists(folder)
     assert len(list(small_dir.iterdir())) == 12
     assert con.duckdb.execute("SELECT count(*) FROM smolql.images").fetchone()[0] == 0
+
+
+def test_renditions_go_to_the_shared_folder_smolql_renditions_names(
+    small_dir, tmp_path, monkeypatch
+):
+    import smolql
+
+    shared = tmp_path / "shared"
+    monkeypatch.setenv("SMOLQL_RENDITIONS", str(shared))
+    with smolql.connect(str(tmp_path / "s.duckdb")) as con:
+        con.create_catalog("c", str(small_dir), renditions=["96:jpeg:80"], progress=False)
+        paths = [p for (p,) in con.duckdb.execute("SELECT path FROM smolql.renditions").fetchall()]
+    assert paths and all(p.startswith(str(shared / "s.duckdb.renditions")) for p in paths)
+    assert all(os.path.exists(p) for p in paths)
+    assert not (tmp_path / "s.duckdb.renditions").exists()

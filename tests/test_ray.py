@@ -22,7 +22,7 @@ import pytest
 from conftest import real_jpegs
 
 DRIVER = """
-import sys, warnings, smolql
+import os, sys, warnings, smolql
 warnings.simplefilter("ignore")
 con = smolql.connect(sys.argv[1], cache="off")
 con.create_catalog("photos", sys.argv[2], renditions=(), progress=False)
@@ -30,8 +30,27 @@ sql = ("SELECT file, classify(image).label AS label, classify(image).class_index
        " round(classify(image).score, 4) AS s FROM photos ORDER BY file")
 local = con.sql(sql).to_pylist()
 import ray
+con.create_catalog("loc", sys.argv[3], renditions=("96:jpeg:80",), progress=False)
 con.sql("SET smolql.executor = 'ray'")
 remote = con.sql(sql).to_pylist()
+
+# Ingest on Ray (probe, hash, renditions as Ray tasks; the driver commits) equals local ingest.
+import hashlib
+con.create_catalog("dist", sys.argv[3], renditions=("96:jpeg:80",), progress=False)
+images = ("SELECT id, file, path, format, width, height, stored_width, stored_height, mode, bytes,"
+          " mtime_ns, hash, orientation, progressive, subsampling FROM smolql.images"
+          " WHERE catalog = ? ORDER BY id")
+rend = ("SELECT image_id, spec, width, height, bytes, hash, path FROM smolql.renditions"
+        " WHERE catalog = ? ORDER BY image_id")
+def rendered(catalog):
+    rows = con.duckdb.execute(rend, [catalog]).fetchall()
+    return [(*r[:-1], hashlib.sha256(open(r[-1], "rb").read()).hexdigest()) for r in rows]
+errors = "SELECT catalog, path, reason FROM smolql.errors ORDER BY catalog"
+errors = con.duckdb.execute(errors).fetchall()
+print("ingest identical:", con.duckdb.execute(images, ["loc"]).fetchall()
+      == con.duckdb.execute(images, ["dist"]).fetchall(), rendered("loc") == rendered("dist"),
+      len(rendered("dist")))
+print("ingest errors:", [(c, os.path.basename(p), "(node 127.0.0.1/" in r) for c, p, r in errors])
 nodes = [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]]
 print("nodes:", len(nodes), sorted(set(nodes)))
 print("rows:", len(local), "identical:", local == remote)
@@ -40,33 +59,96 @@ print("explain:", [x.strip() for x in explain if "xecutor" in x])
 top = "SELECT count(*) AS n FROM photos WHERE classify_topk(image, 3)[3].score < 1"
 print("topk:", con.sql(top).to_pylist())
 
-# A worker process killed mid-query (SIGKILL to one inference actor of this cluster: a process
-# titled ray::MapWorker in this network namespace): Ray restarts it and retries its batches.
-import os, signal, threading, time
+# The GPU split (decode in CPU tasks, workers only infer), forced onto this CPU cluster.
+os.environ["SMOLQL_RAY_SPLIT"] = "1"
+split = con.sql(sql).to_pylist()
+del os.environ["SMOLQL_RAY_SPLIT"]
+print("split identical:", split == local)
+
+# A worker process killed mid-query (SIGKILL to one inference worker of this cluster: a process
+# titled ray::Worker in this network namespace): its chunks go to the other worker, a
+# replacement starts, the rows are the same and the cache holds one row per content.
+import random, signal, subprocess, threading, time
+me = os.readlink("/proc/self/ns/net")
+def ours(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().decode(errors="replace")
+        return cmd if os.readlink(f"/proc/{pid}/ns/net") == me else ""
+    except OSError:
+        return ""
+def pids(prefix):
+    return [int(p) for p in filter(str.isdigit, os.listdir("/proc")) if ours(p).startswith(prefix)]
 con.sql("SET smolql.cache = on")
 killed = []
-def kill_one_actor():
-    me = os.readlink("/proc/self/ns/net")
-    deadline = time.time() + 120
-    while time.time() < deadline and not killed:
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().decode(errors="replace")
-                if cmd.startswith("ray::MapWorker") and os.readlink(f"/proc/{pid}/ns/net") == me:
-                    time.sleep(0.5)  # let it take a batch
-                    os.kill(int(pid), signal.SIGKILL)
-                    killed.append(pid)
-                    return
-            except OSError:
-                continue
-        time.sleep(0.05)
-killer = threading.Thread(target=kill_one_actor)
+def busy():
+    # wait (60 s at most) until a worker runs a chunk: the query is under way
+    deadline = time.time() + 60
+    while time.time() < deadline and not pids("ray::Worker.classify"):
+        time.sleep(0.02)
+def kill_one_worker():
+    busy()
+    for pid in pids("ray::Worker.classify")[:1]:
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+killer = threading.Thread(target=kill_one_worker)
 killer.start()
 after_kill = con.sql(sql).to_pylist()
 killer.join()
-rows = con.duckdb.execute("SELECT count(*), count(DISTINCT hash) FROM smolql.udf_cache").fetchall()
+cache = "SELECT count(*), count(DISTINCT hash) FROM smolql.udf_cache"
+rows = con.duckdb.execute(cache).fetchall()
 print("killed:", len(killed), "identical:", after_kill == local, "cache rows, distinct:", rows[0])
+con.sql("SET smolql.cache = off")
+analyze = con.sql("EXPLAIN ANALYZE " + sql)["plan"].to_pylist()
+print(*analyze, sep=chr(10))
+print("per node:", len([x for x in analyze if x.strip().startswith("node 127.0.0.1/")]))
+
+# The driver killed mid-query (SIGKILL at a seeded moment while it writes the cache): the
+# database opens, the cache has no duplicate or partial row, a re-run gives the same rows.
+con.duckdb.execute("DELETE FROM smolql.udf_cache")
+con.close()
+code = ("import warnings, smolql; warnings.simplefilter('ignore');"
+        f"con = smolql.connect({sys.argv[1]!r}, executor='ray'); print('go', flush=True);"
+        f"con.sql({sql!r})")
+child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+assert child.stdout.readline().strip() == "go"
+time.sleep(random.Random(17).uniform(1.0, 3.0))
+child.kill()
+child.wait()
+con = smolql.connect(sys.argv[1], executor="ray")
+rows = con.duckdb.execute(cache).fetchall()[0]
+again = con.sql(sql).to_pylist()
+final = con.duckdb.execute(cache).fetchall()[0]
+print("driver killed:", child.returncode, "no duplicates:", rows[0] == rows[1],
+      "identical:", again == local, "cache after:", final)
+
+# A node killed mid-query (SIGKILL to the second node's raylet and its workers): the query
+# completes on the head node with the same rows.
+con.duckdb.execute("DELETE FROM smolql.udf_cache")
+other = [n for n in ray.nodes() if n["Alive"] and "node:__internal_head__" not in n["Resources"]]
+socket = other[0]["RayletSocketName"]
+def ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(") ")[2].split()[1])
+    except OSError:
+        return None
+nodes_killed = []
+def kill_node():
+    busy()
+    raylet = [p for p in pids("/") if "raylet" in ours(p).split(chr(0))[0]
+              and socket in ours(p)]
+    for pid in raylet:
+        children = [int(c) for c in filter(str.isdigit, os.listdir("/proc")) if ppid(c) == pid]
+        for c in [pid, *children]:
+            os.kill(c, signal.SIGKILL)
+        nodes_killed.append(pid)
+killer = threading.Thread(target=kill_node)
+killer.start()
+after_node = con.sql(sql).to_pylist()
+killer.join()
+alive = len([n for n in ray.nodes() if n["Alive"]])
+print("node killed:", len(nodes_killed), "identical:", after_node == local)
 """
 
 CLUSTER = """
@@ -103,23 +185,38 @@ def test_the_ray_executor_gives_the_local_executors_rows_on_two_nodes(tmp_path: 
     files = real_jpegs()
     for f in files:
         shutil.copy2(f, folder / f.name)
+    few = tmp_path / "few"  # for the ingest comparison: 40 images and a broken file
+    few.mkdir()
+    for f in files[:40]:
+        shutil.copy2(f, few / f.name)
+    (few / "broken.jpg").write_bytes(files[0].read_bytes()[:300])
     (tmp_path / "drive.py").write_text(textwrap.dedent(DRIVER))
     (tmp_path / "cluster.sh").write_text(textwrap.dedent(CLUSTER))
     bin_dir = str(Path(sys.executable).parent)
     proc = subprocess.run(
         ["unshare", "--net", "bash", str(tmp_path / "cluster.sh"), str(tmp_path / "drive.py"),
-         str(tmp_path / "r.duckdb"), str(folder)],
+         str(tmp_path / "r.duckdb"), str(folder), str(few)],
         capture_output=True, text=True, timeout=900,
         env={**os.environ, "BIN": bin_dir, "LOGS": str(tmp_path)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
+    print(out)  # the figures: EXPLAIN ANALYZE per node
     assert "nodes: 2 ['127.0.0.1']" in out
     assert f"rows: {len(files)} identical: True" in out
-    assert "'executor: ray', 'Executor ray: Ray cluster at 127.0.0.1:6379: 2 nodes, 2 CPUs'" in out
+    assert (
+        "'executor: ray', 'Executor ray: Ray cluster at 127.0.0.1:6379: 2 nodes, 2 CPUs;"
+        " per worker 1 CPU, 1 decode + 1 inference thread(s)'" in out
+    )
     assert f"topk: [{{'n': {len(files)}}}]" in out
+    assert "split identical: True" in out
+    assert "ingest identical: True True 40" in out
+    assert "ingest errors: [('dist', 'broken.jpg', True), ('loc', 'broken.jpg', False)]" in out
     n = len({f.read_bytes() for f in files})  # the cache is keyed by content
     assert f"killed: 1 identical: True cache rows, distinct: ({n}, {n})" in out
+    assert "per node: 2" in out  # EXPLAIN ANALYZE: images/s of each node
+    assert f"driver killed: -9 no duplicates: True identical: True cache after: ({n}, {n})" in out
+    assert "node killed: 1 identical: True" in out
 
 
 def test_the_executor_is_chosen_by_environment_cli_and_connect(monkeypatch, tmp_path):
@@ -131,6 +228,10 @@ def test_the_executor_is_chosen_by_environment_cli_and_connect(monkeypatch, tmp_
         assert con.settings.executor == "ray"
     with smolql.connect(":memory:", executor="local") as con:
         assert con.settings.executor == "local"
+    with smolql.connect(":memory:", executor="ray", ray_address="127.0.0.1:9") as con:
+        assert con.settings.ray_address == "127.0.0.1:9"
+        con.sql("SET smolql.ray_address = 'ray://10.0.0.1:10001'")
+        assert con.settings.ray_address == "ray://10.0.0.1:10001"
     monkeypatch.delenv("SMOLQL_EXECUTOR")
     db = str(tmp_path / "e.duckdb")
     assert (

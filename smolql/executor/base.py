@@ -8,7 +8,9 @@ scale and source all come in the plan.
 
 Each result row answers one reference: ``index`` is its position in the input, ``topk`` the
 model's best classes (best first), ``error`` why it has none, ``digest`` the content hash of
-the bytes decoded (where the reference carried the expected file signature).
+the bytes decoded (where the reference carried the expected file signature). A batch may say
+where it was made and how long that took there, in its schema metadata (:data:`NODE`,
+:data:`SECONDS`); EXPLAIN ANALYZE sums them per node.
 """
 
 from __future__ import annotations
@@ -32,15 +34,32 @@ RESULTS = pa.schema(
 )
 
 
+NODE = b"smolql.node"
+SECONDS = b"smolql.seconds"
+
+
 class Executor(Protocol):
     name: str
 
     def run(
-        self, plan: Plan, refs: Sequence[ImageRef], *, k: int = 1, progress: bool | None = None
+        self,
+        plan: Plan,
+        refs: Sequence[ImageRef],
+        *,
+        k: int = 1,
+        progress: bool | None = None,
+        address: str | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        """One row per ref (schema :data:`RESULTS`), in input order."""
+        """One row per ref (schema :data:`RESULTS`), in input order; ``address`` says where
+        (e.g. a cluster's; None: the executor's default)."""
         ...
 
-    def describe(self) -> str:
+    def describe(self, address: str | None = None) -> str:
         """Where it runs, for EXPLAIN (e.g. the cluster's nodes and resources)."""
         ...
+
+
+# Optionally an executor also runs ingest's per-file work (probe, hash, renditions), as
+# ``ingest_files(todo, specs, out_dir, max_pixels, workers, *, address)`` yielding
+# ``(image_id, Ingested | Skipped)`` (:mod:`smolql.ingest.ingest`); without it files are
+# processed on this machine's threads. The driver commits the results either way.

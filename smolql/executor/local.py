@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -18,9 +19,9 @@ from tqdm import tqdm
 
 from smolql.backends.base import Session
 from smolql.backends.registry import get_backend
-from smolql.executor.base import RESULTS
+from smolql.executor.base import NODE, RESULTS, SECONDS
 from smolql.models.spec import ModelSpec
-from smolql.ops.loader import stream_batches
+from smolql.ops.loader import Batch, stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
 from smolql.planner.physical import Plan
 
@@ -73,18 +74,24 @@ def classify_stream(
     bar = tqdm(total=total, unit="img", desc=f"classify {spec.name}", disable=not show)
     with bar:
         for batch in stream_batches(refs, pre, batch_size=batch_size, workers=decode_workers):
-            for err in batch.errors:
-                yield Prediction(err.key, None, None, None, error=f"{err.path}: {err.reason}")
-            if batch.keys:
-                idx, prob = softmax_topk(session.run(batch.tensor), k)
-                rows = zip(batch.keys, batch.digests, idx, prob, strict=True)
-                for key, digest, row_idx, row_p in rows:
-                    top = tuple(
-                        (int(i), spec.labels[i], float(p))
-                        for i, p in zip(row_idx, row_p, strict=True)
-                    )
-                    yield Prediction(key, top[0][0], top[0][1], top[0][2], top, digest=digest)
+            yield from batch_predictions(batch, spec, session, k)
             bar.update(len(batch.keys) + len(batch.errors))
+
+
+def batch_predictions(batch: Batch, spec: ModelSpec, session: Session, k: int) -> list[Prediction]:
+    """One decoded batch through the engine: its errors, then its images' top-k."""
+    out = [
+        Prediction(err.key, None, None, None, error=f"{err.path}: {err.reason}")
+        for err in batch.errors
+    ]
+    if batch.keys:
+        idx, prob = softmax_topk(session.run(batch.tensor), k)
+        for key, digest, row_idx, row_p in zip(batch.keys, batch.digests, idx, prob, strict=True):
+            top = tuple(
+                (int(i), spec.labels[i], float(p)) for i, p in zip(row_idx, row_p, strict=True)
+            )
+            out.append(Prediction(key, top[0][0], top[0][1], top[0][2], top, digest=digest))
+    return out
 
 
 def predictions(
@@ -115,23 +122,35 @@ class LocalExecutor:
 
     name = "local"
 
-    def describe(self) -> str:
+    def describe(self, address: str | None = None) -> str:
         return f"this machine's threads ({os.cpu_count() or 1} cores)"
 
     def run(
-        self, plan: Plan, refs: Sequence[ImageRef], *, k: int = 1, progress: bool | None = None
+        self,
+        plan: Plan,
+        refs: Sequence[ImageRef],
+        *,
+        k: int = 1,
+        progress: bool | None = None,
+        address: str | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """Result batches of :data:`~smolql.executor.base.RESULTS`, one per pipeline batch,
         each in input order."""
         indexed = [replace(ref, key=i) for i, ref in enumerate(refs)]
         rows: list[Prediction] = []
+        start = time.perf_counter()
         for p in predictions(plan, indexed, k=k, progress=progress):
             rows.append(p)
             if len(rows) >= plan.batch_size:
-                yield as_results(rows)
-                rows = []
+                yield _here(as_results(rows), start)
+                rows, start = [], time.perf_counter()
         if rows:
-            yield as_results(rows)
+            yield _here(as_results(rows), start)
+
+
+def _here(batch: pa.RecordBatch, start: float) -> pa.RecordBatch:
+    seconds = str(time.perf_counter() - start).encode()
+    return batch.replace_schema_metadata({NODE: b"local", SECONDS: seconds})
 
 
 def as_results(rows: list[Prediction]) -> pa.RecordBatch:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
 
 from smolql.config import Settings
 from smolql.errors import DecodeError, QueryError
+from smolql.executor.base import NODE, SECONDS
 from smolql.executor.registry import get_executor
 from smolql.freshness import Current, resolve
 from smolql.ops.pipeline import ImageRef
@@ -50,6 +51,15 @@ class StageStats:
     seconds: float = 0.0
     ran: tuple[str, ...] = ()  # the plan the executor ran, as EXPLAIN prints it
     model: str | None = None  # the model it ran
+    nodes: dict[str, tuple[int, float]] = field(default_factory=dict)  # images, busy seconds
+
+    def on_node(self, batch: pa.RecordBatch) -> None:
+        """Count a result batch for the node its metadata names."""
+        meta = batch.schema.metadata or {}
+        if NODE in meta:
+            node = meta[NODE].decode()
+            images, busy = self.nodes.get(node, (0, 0.0))
+            self.nodes[node] = (images + batch.num_rows, busy + float(meta.get(SECONDS, b"0")))
 
     def add(self, later: StageStats) -> StageStats:
         """Totals over the rounds of a LIMIT query (each round reads new images only)."""
@@ -61,7 +71,13 @@ class StageStats:
             self.seconds + later.seconds,
             later.ran,
             later.model,
+            {n: _plus(self.nodes.get(n), later.nodes.get(n)) for n in {*self.nodes, *later.nodes}},
         )
+
+
+def _plus(a: tuple[int, float] | None, b: tuple[int, float] | None) -> tuple[int, float]:
+    a, b = a or (0, 0.0), b or (0, 0.0)
+    return a[0] + b[0], a[1] + b[1]
 
 
 @dataclass
@@ -221,7 +237,9 @@ def _evaluate(
     executor = get_executor(settings.executor)
     if todo:
         warn_if_uncalibrated(plan)
-    for batch in executor.run(plan, todo, k=call.k) if todo else ():
+    batches = executor.run(plan, todo, k=call.k, address=settings.ray_address or None)
+    for batch in batches if todo else ():
+        stats.on_node(batch)
         for index, topk, err, digest in zip(*batch.to_pydict().values(), strict=True):
             ref = todo[index]
             if err:

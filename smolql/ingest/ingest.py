@@ -1,7 +1,8 @@
 """Bring a catalog's tables in line with its source folder, in parallel and crash-safely.
 
-Each file is processed by a worker thread; results are committed to DuckDB in small
-transactions, so a killed ingest leaves only whole rows behind and a re-run skips them.
+Each file is processed by a worker thread (or a Ray task, with the Ray executor); results are
+committed to DuckDB by this process in small transactions, so a killed ingest leaves only whole
+rows behind and a re-run skips them.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -22,6 +23,10 @@ from smolql.ingest.worker import TMP_MARK, Ingested, Skipped, ingest_file
 from smolql.sources import stat
 from smolql.storage import catalogs as stored
 
+Runner = Callable[
+    [list[tuple[int, str]], tuple[RenditionSpec, ...], str, int, int],
+    Iterator[tuple[int, Ingested | Skipped]],
+]
 COMMIT_EVERY = 64
 COMMIT_SECONDS = 2.0
 
@@ -64,8 +69,11 @@ def ingest(
     max_pixels: int,
     workers: int,
     progress: bool | None = None,
+    run: Runner | None = None,
 ) -> IngestSummary:
-    """Ingest ``paths`` into ``catalog``: new and changed files processed, gone ones removed."""
+    """Ingest ``paths`` into ``catalog``: new and changed files processed, gone ones removed.
+    ``run`` processes the files (default: :func:`threaded` on this machine; the Ray executor
+    runs them as Ray tasks); results are committed here, on the driver, either way."""
     turbo()  # fail fast, once, if libjpeg-turbo is missing, instead of once per file
     work = _plan(con, catalog, paths, specs)
     stored.remove_images(con, catalog, work.removed_ids, paths)
@@ -75,7 +83,7 @@ def ingest(
     batch: list[tuple[int, Ingested | Skipped]] = []
     last_commit = time.monotonic()
     with bar:
-        for image_id, result in _run(work.todo, specs, out_dir, max_pixels, workers):
+        for image_id, result in (run or threaded)(work.todo, specs, out_dir, max_pixels, workers):
             batch.append((image_id, result))
             bar.update()
             if len(batch) >= COMMIT_EVERY or time.monotonic() - last_commit > COMMIT_SECONDS:
@@ -128,14 +136,14 @@ def _changed(path: str, recorded: tuple) -> bool:
         return True
 
 
-def _run(
+def threaded(
     todo: list[tuple[int, str]],
     specs: tuple[RenditionSpec, ...],
     out_dir: str,
     max_pixels: int,
     workers: int,
 ) -> Iterator[tuple[int, Ingested | Skipped]]:
-    """Yield results as workers finish, with at most a few files in flight per worker."""
+    """This machine's threads: results as workers finish, a few files in flight per worker."""
     window = 4 * workers
     pending: dict[Future, int] = {}
     items = iter(todo)

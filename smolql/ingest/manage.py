@@ -12,7 +12,7 @@ import duckdb
 
 from smolql.errors import CatalogInputError
 from smolql.ingest.definition import parse_specs
-from smolql.ingest.ingest import IngestSummary, ingest
+from smolql.ingest.ingest import IngestSummary, Runner, ingest
 from smolql.ingest.scan import resolve_source, scan
 from smolql.ops.pipeline import ImageRef
 from smolql.storage import catalogs as stored
@@ -36,6 +36,7 @@ class CatalogDef:
 class IngestOptions:
     workers: int
     progress: bool | None = None
+    run: Runner | None = None  # where files are processed (None: this machine's threads)
 
 
 def create(
@@ -79,6 +80,7 @@ def _sync(
         max_pixels=d.max_pixels,
         workers=opts.workers,
         progress=opts.progress,
+        run=opts.run,
     )
     stored.mark_ready(con, d.name)
     return summary

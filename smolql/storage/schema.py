@@ -195,16 +195,26 @@ def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     return cur
 
 
+RENDITIONS_ENV = "SMOLQL_RENDITIONS"
+
+
 class RenditionRoot:
-    """Where rendition files live: ``<db>.renditions/`` beside the database file.
+    """Where rendition files live: ``<db>.renditions/`` beside the database file, or in the
+    folder ``$SMOLQL_RENDITIONS`` names (e.g. a file system every Ray node mounts), as
+    ``<that folder>/<db file name>.renditions/``. Rows record each file's full path, so moving
+    the root later does not lose earlier renditions.
 
     An in-memory database gets a temporary folder that is removed on :meth:`close`.
     """
 
     def __init__(self, db_path: str) -> None:
         self.temporary = db_path == MEMORY
+        shared = os.environ.get(RENDITIONS_ENV)
         if self.temporary:
             self.path = tempfile.mkdtemp(prefix="smolql-renditions-")
+        elif shared:
+            self.path = os.path.join(os.path.abspath(shared), os.path.basename(db_path))
+            self.path += ".renditions"
         else:
             self.path = os.path.abspath(db_path) + ".renditions"
 
