@@ -59,6 +59,24 @@ print("explain:", [x.strip() for x in explain if "xecutor" in x])
 top = "SELECT count(*) AS n FROM photos WHERE classify_topk(image, 3)[3].score < 1"
 print("topk:", con.sql(top).to_pylist())
 
+# Images in object storage (a real S3 server in this namespace, on the port the nodes were
+# told): ingest tasks and workers on every node read them through the catalog source.
+import boto3
+from s3server import moto_server
+with moto_server(port=int(os.environ["AWS_ENDPOINT_URL"].rpartition(":")[2])) as url:
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+    client.create_bucket(Bucket="ray")
+    for name in sorted(os.listdir(sys.argv[3])):
+        client.upload_file(os.path.join(sys.argv[3], name), "ray", "photos/" + name)
+    con.create_catalog("s3c", "s3://ray/photos/", renditions=("96:jpeg:80",), progress=False)
+    on_s3 = "SELECT file, classify(image).label AS label FROM {} ORDER BY file"
+    same_content = images.replace(" path,", "").replace(" mtime_ns,", "")  # where differs
+    con.sql("SET smolql.cache = off")
+    same = con.sql(on_s3.format("s3c")).to_pylist() == con.sql(on_s3.format("loc")).to_pylist()
+    print("s3 identical:", same, rendered("s3c") == rendered("loc"),
+          con.duckdb.execute(same_content, ["s3c"]).fetchall()
+          == con.duckdb.execute(same_content, ["loc"]).fetchall())
+
 # The GPU split (decode in CPU tasks, workers only infer), forced onto this CPU cluster.
 os.environ["SMOLQL_RAY_SPLIT"] = "1"
 split = con.sql(sql).to_pylist()
@@ -155,6 +173,9 @@ CLUSTER = """
 set -e
 ip link set lo up
 export RAY_USAGE_STATS_ENABLED=0
+# The S3 server the driver starts in this namespace; every node reads through it.
+export AWS_ENDPOINT_URL=http://127.0.0.1:5555 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+export AWS_DEFAULT_REGION=us-east-1 PYTHONPATH="$TESTS"
 "$BIN/ray" start --head --node-ip-address=127.0.0.1 --port=6379 --num-cpus=1 \\
     --object-store-memory=200000000 --include-dashboard=false --disable-usage-stats \\
     >"$LOGS/head.log" 2>&1
@@ -197,7 +218,8 @@ def test_the_ray_executor_gives_the_local_executors_rows_on_two_nodes(tmp_path: 
         ["unshare", "--net", "bash", str(tmp_path / "cluster.sh"), str(tmp_path / "drive.py"),
          str(tmp_path / "r.duckdb"), str(folder), str(few)],
         capture_output=True, text=True, timeout=900,
-        env={**os.environ, "BIN": bin_dir, "LOGS": str(tmp_path)},
+        env={**os.environ, "BIN": bin_dir, "LOGS": str(tmp_path),
+             "TESTS": str(Path(__file__).parent)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
@@ -211,6 +233,7 @@ def test_the_ray_executor_gives_the_local_executors_rows_on_two_nodes(tmp_path: 
     assert f"topk: [{{'n': {len(files)}}}]" in out
     assert "split identical: True" in out
     assert "ingest identical: True True 40" in out
+    assert "s3 identical: True True True" in out
     assert "ingest errors: [('dist', 'broken.jpg', True), ('loc', 'broken.jpg', False)]" in out
     n = len({f.read_bytes() for f in files})  # the cache is keyed by content
     assert f"killed: 1 identical: True cache rows, distinct: ({n}, {n})" in out

@@ -1,0 +1,194 @@
+"""Catalogs in object storage, against a real S3 API server (moto's, on 127.0.0.1, started
+here and stopped after): the same catalog, renditions and classifications as the same images on
+local disk; an overwrite of the same size seen by refresh and by queries; clear errors; a
+server that fails 10% of requests; a bucket deleted mid-query."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+from conftest import real_jpegs
+from s3server import Proxy, moto_server
+
+import smolql
+from smolql.errors import CatalogInputError
+from smolql.freshness import content_hash
+
+boto3 = pytest.importorskip("boto3", reason="the S3 tests need boto3 (pip install moto[server])")
+pytest.importorskip("s3fs", reason="S3 catalogs need s3fs (pip install 's3fs')")
+
+ROWS = (
+    "SELECT id, file, format, width, height, stored_width, stored_height, mode, bytes, hash,"
+    " orientation, progressive, subsampling FROM smolql.images WHERE catalog = ? ORDER BY id"
+)
+RENDITIONS = (
+    "SELECT image_id, spec, width, height, bytes, hash, path FROM smolql.renditions"
+    " WHERE catalog = ? ORDER BY image_id, spec"
+)
+CLASSIFY = (
+    "SELECT file, classify(image).label AS label, round(classify(image).score, 4) AS s"
+    " FROM {} ORDER BY file"
+)
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not shutil.which("moto_server", path=str(Path(__import__("sys").executable).parent)):
+        pytest.skip("moto's server is not installed (pip install 'moto[server]')")
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def s3(server, monkeypatch):
+    """Credentials and endpoint for SmolQL (through the environment, as a user would set them)
+    and a boto3 client for the test's own uploads."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server)
+    return boto3.client("s3", endpoint_url=server, region_name="us-east-1")
+
+
+def upload(client, bucket: str, files: list[Path], prefix: str = "photos/") -> None:
+    client.create_bucket(Bucket=bucket)
+    for f in files:
+        client.upload_file(str(f), bucket, prefix + f.name)
+
+
+def rendered(con, catalog: str) -> list[tuple]:
+    rows = con.duckdb.execute(RENDITIONS, [catalog]).fetchall()
+    return [(*r[:-1], hashlib.sha256(Path(r[-1]).read_bytes()).hexdigest()) for r in rows]
+
+
+def test_an_s3_catalog_equals_the_same_images_on_local_disk(s3, tmp_path):
+    files = real_jpegs(24)
+    upload(s3, "same", files)
+    local = tmp_path / "local"
+    local.mkdir()
+    for f in files:
+        shutil.copy2(f, local / f.name)
+    warnings.simplefilter("ignore")
+    with smolql.connect(str(tmp_path / "s.duckdb")) as con:
+        specs = ["96:jpeg:80", "96:png"]
+        a = con.create_catalog("disk", str(local), renditions=specs, progress=False)
+        b = con.create_catalog("bucket", "s3://same/photos/", renditions=specs, progress=False)
+        assert a.images == b.images == len(files)
+        paths = con.sql("SELECT path FROM bucket ORDER BY id").to_pylist()
+        assert paths[0]["path"] == f"s3://same/photos/{files[0].name}"
+        assert (
+            con.duckdb.execute(ROWS, ["disk"]).fetchall()
+            == con.duckdb.execute(ROWS, ["bucket"]).fetchall()
+        )
+        assert rendered(con, "disk") == rendered(con, "bucket")
+        con.sql("SET smolql.cache = off")
+        assert (
+            con.sql(CLASSIFY.format("disk")).to_pylist()
+            == con.sql(CLASSIFY.format("bucket")).to_pylist()
+        )
+        again = con.create_catalog("bucket", "s3://same/photos/", renditions=specs, progress=False)
+        assert again.processed == 0 and again.unchanged == len(files)
+
+
+def test_an_overwrite_of_the_same_size_is_seen_by_refresh_and_queries(s3, tmp_path):
+    files = real_jpegs(6)
+    upload(s3, "over", files)
+    warnings.simplefilter("ignore")
+    with smolql.connect(str(tmp_path / "o.duckdb")) as con:
+        con.create_catalog("c", "s3://over/photos/", renditions=(), progress=False)
+        before = {r["file"]: r["label"] for r in con.sql(CLASSIFY.format("c")).to_pylist()}
+        # Replace the first object with another photograph cut to exactly its size.
+        target = files[0].read_bytes()
+        other = files[1].read_bytes()
+        same_size = (other + b"\0" * len(target))[: len(target)]
+        s3.put_object(Bucket="over", Key=f"photos/{files[0].name}", Body=same_size)
+        after = {r["file"]: r["label"] for r in con.sql(CLASSIFY.format("c")).to_pylist()}
+        assert after[files[0].name] == before[files[1].name]  # never the cached old answer
+        summary = con.refresh_catalog("c", progress=False)
+        assert summary.processed == 1
+        stored = con.sql(f"SELECT hash FROM c WHERE file = '{files[0].name}'").to_pylist()
+        assert stored[0]["hash"] == content_hash(same_size)
+
+
+def test_missing_bucket_key_and_credentials_are_clear_errors(s3, tmp_path, monkeypatch):
+    upload(s3, "errs", real_jpegs(2))
+    with smolql.connect(str(tmp_path / "e.duckdb")) as con:
+        with pytest.raises(CatalogInputError, match=r"s3://no-such-bucket/x/.*no such bucket"):
+            con.create_catalog("a", "s3://no-such-bucket/x/", progress=False)
+        with pytest.raises(CatalogInputError, match=r"s3://errs/nothing-here/"):
+            con.create_catalog("b", "s3://errs/nothing-here/", progress=False)
+        from smolql.sources import read
+
+        with pytest.raises(FileNotFoundError, match=r"s3://errs/photos/missing.jpg: not found"):
+            read("s3://errs/photos/missing.jpg")
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        with pytest.raises(CatalogInputError, match=r"s3://errs/photos/.*no credentials"):
+            con.create_catalog("c", "s3://errs/photos/", progress=False)
+
+
+def test_ranged_reads_fetch_only_the_bytes_asked_for(s3):
+    files = real_jpegs(1)
+    upload(s3, "ranged", files)
+    from smolql.sources import source_for
+
+    uri = f"s3://ranged/photos/{files[0].name}"
+    head = source_for(uri).read_range(uri, 0, 64)
+    assert head == files[0].read_bytes()[:64] and head[:2] == b"\xff\xd8"
+
+
+def test_a_server_that_fails_10_percent_of_requests_still_gives_complete_results(
+    server, s3, tmp_path, monkeypatch
+):
+    files = real_jpegs(30)
+    upload(s3, "flaky", files)
+    warnings.simplefilter("ignore")
+    with smolql.connect(str(tmp_path / "f.duckdb"), cache="off") as con:
+        con.create_catalog("good", "s3://flaky/photos/", renditions=("96:jpeg:80",), progress=False)
+        expected = con.sql(CLASSIFY.format("good")).to_pylist()
+        proxy = Proxy(server, fail_share=0.10, seed=7)
+        with proxy.serving() as url:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+            s = con.create_catalog(
+                "flaky", "s3://flaky/photos/", renditions=("96:jpeg:80",), progress=False
+            )
+            got = con.sql(CLASSIFY.format("flaky")).to_pylist()
+        assert proxy.failed > 0.05 * proxy.requests > 0  # the server really failed requests
+        assert s.images == len(files) and s.skipped == 0
+        assert got == expected
+        assert rendered(con, "good") == rendered(con, "flaky")
+
+
+def test_a_bucket_deleted_mid_query_gives_per_row_errors_not_a_failed_query(
+    server, s3, tmp_path, monkeypatch
+):
+    files = real_jpegs(40)
+    upload(s3, "gone", files)
+    with smolql.connect(str(tmp_path / "g.duckdb"), cache="off") as con:
+        con.create_catalog("c", "s3://gone/photos/", renditions=(), progress=False)
+        proxy = Proxy(server)
+
+        def delete_bucket() -> None:
+            listed = s3.list_objects_v2(Bucket="gone")["Contents"]
+            s3.delete_objects(
+                Bucket="gone", Delete={"Objects": [{"Key": o["Key"]} for o in listed]}
+            )
+            s3.delete_bucket(Bucket="gone")
+
+        proxy.hook, proxy.hook_at = delete_bucket, 10  # after 10 object reads of the query
+        with proxy.serving() as url, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+            rows = con.sql(CLASSIFY.format("c")).to_pylist()
+    assert len(rows) == len(files)
+    missing = [r for r in rows if r["label"] is None]
+    assert 0 < len(missing) < len(files)  # some read before the deletion, the rest NULL
+    messages = [str(w.message) for w in caught]
+    assert any("s3://gone/photos/" in m for m in messages)
