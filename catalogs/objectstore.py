@@ -96,6 +96,7 @@ def _signature(info: dict) -> Signature:
 
 class ObjectStoreSource(Source):
     name = "objectstore"
+    concurrency = 16  # requests in flight at once (freshness checks, ingest, decoding)
 
     def claims(self, location: str) -> bool:
         return "://" in location and _protocol(location) != ""
@@ -127,15 +128,16 @@ class ObjectStoreSource(Source):
         return _signature(_retrying(path, lambda: fs.info(path)))
 
     def read(self, path: str) -> tuple[bytes, Signature]:
-        """The object's bytes and signature; read between two looks at its metadata, and
-        read again (a few times) when it changed meanwhile, so the signature is these bytes'."""
+        """The object's bytes and its signature, looked up *before* the bytes: an overwrite in
+        between leaves an older signature with newer bytes, which the next check sees as a
+        change and reads again (the other order could pair new metadata with old bytes and
+        answer for them later). A length that does not match is read again, a few times."""
         fs = _filesystem(path)
         for _ in range(3):
             before = _signature(_retrying(path, lambda: fs.info(path)))
             data = _retrying(path, lambda: fs.cat_file(path))
-            after = _signature(_retrying(path, lambda: fs.info(path)))
-            if before == after and len(data) == after[0]:
-                return data, after
+            if len(data) == before[0]:
+                return data, before
         raise OSError(f"{path}: the object kept changing while it was read")
 
     def read_range(self, path: str, start: int, end: int) -> bytes:

@@ -336,11 +336,12 @@ class Connection:
 
     def _opts(self, progress: bool | None) -> manage.IngestOptions:
         """Ingest on this machine's threads, or where the executor runs files (Ray tasks)."""
+        from smolql.executor.base import where
         from smolql.executor.registry import get_executor
 
         run = getattr(get_executor(self.settings.executor), "ingest_files", None)
         if run is not None:
-            run = partial(run, address=self.settings.ray_address or None)
+            run = partial(run, **where(run, self.settings.ray_address))
         return manage.IngestOptions(worker_count(self.settings), progress, run)
 
 

@@ -18,6 +18,7 @@ from sqlglot.tokens import Tokenizer, TokenType
 from smolql.backends.cpu import machine_id
 from smolql.config import SETTINGS, Settings
 from smolql.errors import QueryError, SmolQLError
+from smolql.executor.base import where
 from smolql.executor.registry import get_executor
 from smolql.executor.stage import DONE_TABLE, ImageWarning, StageStats, driver_rows, run_stage
 from smolql.freshness import resolve
@@ -359,7 +360,8 @@ def explain(con, settings: Settings, tree: exp.Expression, values: dict | None =
         )
     if plan.stages:
         executor = get_executor(settings.executor)
-        lines.append(f"Executor {executor.name}: {executor.describe(settings.ray_address or None)}")
+        where_to = where(executor.describe, settings.ray_address)
+        lines.append(f"Executor {executor.name}: {executor.describe(**where_to)}")
     lines.append(f"Final query (DuckDB): {plan.final_sql()}")
     return lines
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import duckdb
 
-from smolql.sources import Signature, read, stat
+from smolql.errors import CatalogInputError
+from smolql.sources import Signature, read, source_for, stat
 from smolql.storage.schema import image_signatures
 
 HASH_BYTES = 16  # BLAKE2b-128, as ingest records it
@@ -61,10 +63,25 @@ def resolve(con: duckdb.DuckDBPyConnection, images: Iterable[dict]) -> dict[tupl
     """For each distinct image value, keyed by ``(path, hash)`` as the value claims them."""
     values = {(img["path"], img["hash"]): img for img in images}
     recorded = _recorded(con, values.values())
-    out = {}
-    for key, img in values.items():
-        out[key] = _resolve_one(img, recorded.get((img["catalog"], img["id"])))
-    return out
+    first = next((k[0] for k in values if isinstance(k[0], str) and k[0]), None)
+    threads = _concurrency(first) if first else 1
+    items = list(values.items())
+
+    def one(item: tuple[tuple, dict]) -> Current:
+        img = item[1]
+        return _resolve_one(img, recorded.get((img["catalog"], img["id"])))
+
+    if threads > 1 and len(items) > 1:  # a remote source: its round trips overlap
+        with ThreadPoolExecutor(threads, thread_name_prefix="smolql-fresh") as pool:
+            return {k: c for (k, _), c in zip(items, pool.map(one, items), strict=True)}
+    return {k: one((k, img)) for k, img in items}
+
+
+def _concurrency(path: str) -> int:
+    try:
+        return source_for(path).concurrency
+    except CatalogInputError:  # no source reads it: each value gets its own error below
+        return 1
 
 
 def _recorded(con: duckdb.DuckDBPyConnection, images: Iterable[dict]) -> dict[tuple, tuple]:

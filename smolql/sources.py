@@ -30,6 +30,7 @@ class Source(ABC):
     """Lists a catalog location's images and reads them."""
 
     name: str
+    concurrency: int = 1  # requests worth overlapping (a remote store's round trips: more)
 
     @abstractmethod
     def claims(self, location: str) -> bool:
@@ -84,3 +85,14 @@ def read(path: str) -> tuple[bytes, Signature]:
 
 def stat(path: str) -> Signature:
     return source_for(path).stat(path)
+
+
+def io_threads(path: str | None, cpu_threads: int) -> int:
+    """Threads for work that reads ``path``'s kind of image: the CPU's share, or more where
+    the source's round trips are worth overlapping (object storage)."""
+    if not path:
+        return cpu_threads
+    try:
+        return max(cpu_threads, source_for(path).concurrency)
+    except CatalogInputError:
+        return cpu_threads

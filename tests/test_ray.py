@@ -77,6 +77,13 @@ with moto_server(port=int(os.environ["AWS_ENDPOINT_URL"].rpartition(":")[2])) as
           con.duckdb.execute(same_content, ["s3c"]).fetchall()
           == con.duckdb.execute(same_content, ["loc"]).fetchall())
 
+# LIMIT without ORDER BY: inference stops once enough rows qualify.
+con.sql("SET smolql.cache = off")
+limit = "SELECT file FROM photos WHERE classify(image).score > 0 LIMIT 5"
+got = con.sql(limit).to_pylist()
+inferred = [x for x in con.sql("EXPLAIN ANALYZE " + limit)["plan"].to_pylist() if "inferred" in x]
+print("limit:", len(got), int(inferred[0].split("inferred ")[1].split(",")[0]) < 500)
+
 # The GPU split (decode in CPU tasks, workers only infer), forced onto this CPU cluster.
 os.environ["SMOLQL_RAY_SPLIT"] = "1"
 split = con.sql(sql).to_pylist()
@@ -232,6 +239,7 @@ def test_the_ray_executor_gives_the_local_executors_rows_on_two_nodes(tmp_path: 
     )
     assert f"topk: [{{'n': {len(files)}}}]" in out
     assert "split identical: True" in out
+    assert "limit: 5 True" in out
     assert "ingest identical: True True 40" in out
     assert "s3 identical: True True True" in out
     assert "ingest errors: [('dist', 'broken.jpg', True), ('loc', 'broken.jpg', False)]" in out
@@ -240,6 +248,41 @@ def test_the_ray_executor_gives_the_local_executors_rows_on_two_nodes(tmp_path: 
     assert "per node: 2" in out  # EXPLAIN ANALYZE: images/s of each node
     assert f"driver killed: -9 no duplicates: True identical: True cache after: ({n}, {n})" in out
     assert "node killed: 1 identical: True" in out
+
+
+def test_gpu_workers_ask_for_a_gpu_each_on_a_gpu_cluster(small_dir, tmp_path):
+    """On a cluster with GPUs the workers ask for ``num_gpus=1`` and decoding runs in CPU
+    tasks (the split itself also runs in the two-node test, forced onto CPUs)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine: a GPU Ray cluster cannot run here")
+    reason = _can_run_a_cluster()
+    if reason:
+        pytest.skip(reason)
+    import ray
+
+    import smolql
+    from smolql.executor import cluster
+
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1")
+    try:
+        con = smolql.connect(str(tmp_path / "g.duckdb"), cache="off")
+        con.create_catalog("p", str(small_dir), renditions=(), progress=False)
+        sql = "SELECT file, classify(image).label AS label FROM p ORDER BY file"
+        local = con.sql(sql).to_pylist()
+        con.sql("SET smolql.executor = 'ray'")
+        assert con.sql(sql).to_pylist() == local
+        assert cluster._POOL is not None and cluster._POOL.split
+        assert cluster._POOL.options["num_gpus"] == 1
+        con.close()
+    finally:
+        cluster.release()
+        ray.shutdown()
 
 
 def test_the_executor_is_chosen_by_environment_cli_and_connect(monkeypatch, tmp_path):

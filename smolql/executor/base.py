@@ -15,8 +15,9 @@ where it was made and how long that took there, in its schema metadata (:data:`N
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -51,7 +52,8 @@ class Executor(Protocol):
         address: str | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """One row per ref (schema :data:`RESULTS`), in input order; ``address`` says where
-        (e.g. a cluster's; None: the executor's default)."""
+        (e.g. a cluster's; None: the executor's default). ``address`` is optional: an executor
+        whose ``run`` and ``describe`` do not take it is called without it."""
         ...
 
     def describe(self, address: str | None = None) -> str:
@@ -63,3 +65,16 @@ class Executor(Protocol):
 # ``ingest_files(todo, specs, out_dir, max_pixels, workers, *, address)`` yielding
 # ``(image_id, Ingested | Skipped)`` (:mod:`smolql.ingest.ingest`); without it files are
 # processed on this machine's threads. The driver commits the results either way.
+
+
+def where(method: Any, address: str | None) -> dict[str, str]:
+    """``{"address": address}`` for an executor method that takes it and an address that is
+    set; else nothing (executors written before the keyword existed keep working)."""
+    if not address:
+        return {}
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return {}
+    takes = "address" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return {"address": address} if takes else {}

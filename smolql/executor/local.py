@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from itertools import chain
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,7 @@ from smolql.models.spec import ModelSpec
 from smolql.ops.loader import Batch, stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
 from smolql.planner.physical import Plan
+from smolql.sources import io_threads
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -70,10 +72,17 @@ def classify_stream(
     progress: bool | None = None,
 ) -> Iterator[Prediction]:
     """Yield one :class:`Prediction` per ref, in input order within each batch."""
+    refs = iter(refs)
+    first = next(refs, None)
+    if first is None:
+        return
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=total, unit="img", desc=f"classify {spec.name}", disable=not show)
+    workers = io_threads(first.path, decode_workers)  # remote images: overlap round trips
     with bar:
-        for batch in stream_batches(refs, pre, batch_size=batch_size, workers=decode_workers):
+        for batch in stream_batches(
+            chain([first], refs), pre, batch_size=batch_size, workers=workers
+        ):
             yield from batch_predictions(batch, spec, session, k)
             bar.update(len(batch.keys) + len(batch.errors))
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from smolql.config import Settings
 from smolql.errors import DecodeError, QueryError
-from smolql.executor.base import NODE, SECONDS
+from smolql.executor.base import NODE, SECONDS, where
 from smolql.executor.registry import get_executor
 from smolql.freshness import Current, resolve
 from smolql.ops.pipeline import ImageRef
@@ -237,7 +237,7 @@ def _evaluate(
     executor = get_executor(settings.executor)
     if todo:
         warn_if_uncalibrated(plan)
-    batches = executor.run(plan, todo, k=call.k, address=settings.ray_address or None)
+    batches = executor.run(plan, todo, k=call.k, **where(executor.run, settings.ray_address))
     for batch in batches if todo else ():
         stats.on_node(batch)
         for index, topk, err, digest in zip(*batch.to_pydict().values(), strict=True):

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from smolql.imaging.decode import turbo
 from smolql.ingest.definition import RenditionSpec
 from smolql.ingest.worker import TMP_MARK, Ingested, Skipped, ingest_file
-from smolql.sources import stat
+from smolql.sources import io_threads, stat
 from smolql.storage import catalogs as stored
 
 Runner = Callable[
@@ -143,7 +143,9 @@ def threaded(
     max_pixels: int,
     workers: int,
 ) -> Iterator[tuple[int, Ingested | Skipped]]:
-    """This machine's threads: results as workers finish, a few files in flight per worker."""
+    """This machine's threads: results as workers finish, a few files in flight per worker
+    (more threads where the source is remote: their time is round trips)."""
+    workers = io_threads(todo[0][1] if todo else None, workers)
     window = 4 * workers
     pending: dict[Future, int] = {}
     items = iter(todo)
