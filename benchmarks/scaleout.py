@@ -83,6 +83,10 @@ def inside(repeats: int) -> None:
         cluster(nodes, cpus, pin)
         try:
             rows[name] = rate(con, sql, repeats)
+            if nodes == 1 and not pin:  # Ray Data's map_batches (an actor pool per query)
+                os.environ["SMOLQL_RAY_MODE"] = "data"
+                rows["ray data map_batches, 1 node x 2 CPUs"] = rate(con, sql, repeats)
+                del os.environ["SMOLQL_RAY_MODE"]
         finally:
             ray_module.shutdown()
             ray("stop")
@@ -99,6 +103,8 @@ def inside(repeats: int) -> None:
         print(f"{name:<{width}}  {r:7.1f} img/s  [{', '.join(f'{x:.0f}' for x in runs)}]")
     local = rows["local executor (2 cores)"][0]
     print(f"overhead: ray 1 node / local = {rows['ray, 1 node x 2 CPUs'][0] / local:.2f}")
+    data = rows["ray data map_batches, 1 node x 2 CPUs"][0]
+    print(f"ray data map_batches / local = {data / local:.2f}")
     one, two = rows["ray, 1 node x 1 CPU"][0], rows["ray, 2 nodes x 1 CPU"][0]
     print(f"scale-out: 2 nodes / 1 node = {two / one:.2f}x  (median of {repeats}, 500 images)")
 

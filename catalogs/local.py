@@ -10,6 +10,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from smolql.catalogs.manifest import is_manifest
+
 from smolql.errors import CatalogInputError
 from smolql.sources import Signature, Source
 
@@ -30,7 +32,7 @@ class LocalSource(Source):
     name = "local"
 
     def claims(self, location: str) -> bool:
-        return "://" not in location
+        return "://" not in location and not is_manifest(location)
 
     def resolve(self, location: str) -> str:
         expanded = os.path.expanduser(location)

@@ -192,3 +192,27 @@ def test_a_bucket_deleted_mid_query_gives_per_row_errors_not_a_failed_query(
     assert 0 < len(missing) < len(files)  # some read before the deletion, the rest NULL
     messages = [str(w.message) for w in caught]
     assert any("s3://gone/photos/" in m for m in messages)
+
+
+def test_a_manifest_can_list_objects_and_local_files_together(s3, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = real_jpegs(4)
+    upload(s3, "mixed", files[:2])
+    local = tmp_path / "img"
+    local.mkdir()
+    for f in files[2:]:
+        shutil.copy2(f, local / f.name)
+    manifest = tmp_path / "m.parquet"
+    paths = [f"s3://mixed/photos/{f.name}" for f in files[:2]] + [
+        f"img/{f.name}" for f in files[2:]
+    ]
+    pq.write_table(pa.table({"uri": paths, "tag": ["a", "b", "c", "d"]}), manifest)
+    warnings.simplefilter("ignore")
+    with smolql.connect(str(tmp_path / "x.duckdb")) as con:
+        s = con.create_catalog("mixed", str(manifest), renditions=(), progress=False)
+        assert s.images == 4
+        got = con.sql("SELECT path, tag, classify(image).label AS label FROM mixed ORDER BY tag")
+        assert got["path"].to_pylist() == paths[:2] + [str(local / f.name) for f in files[2:]]
+        assert all(got["label"].to_pylist())

@@ -90,6 +90,12 @@ split = con.sql(sql).to_pylist()
 del os.environ["SMOLQL_RAY_SPLIT"]
 print("split identical:", split == local)
 
+# Ray Data: the references as a dataset, map_batches over an actor pool started per query.
+os.environ["SMOLQL_RAY_MODE"] = "data"
+data = con.sql(sql).to_pylist()
+del os.environ["SMOLQL_RAY_MODE"]
+print("ray data identical:", data == local)
+
 # A worker process killed mid-query (SIGKILL to one inference worker of this cluster: a process
 # titled ray::Worker in this network namespace): its chunks go to the other worker, a
 # replacement starts, the rows are the same and the cache holds one row per content.
@@ -239,6 +245,7 @@ def test_the_ray_executor_gives_the_local_executors_rows_on_two_nodes(tmp_path: 
     )
     assert f"topk: [{{'n': {len(files)}}}]" in out
     assert "split identical: True" in out
+    assert "ray data identical: True" in out
     assert "limit: 5 True" in out
     assert "ingest identical: True True 40" in out
     assert "s3 identical: True True True" in out

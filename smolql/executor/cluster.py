@@ -49,6 +49,7 @@ ADDRESS_ENV = "SMOLQL_RAY_ADDRESS"
 ACTOR_CPUS_ENV = "SMOLQL_RAY_ACTOR_CPUS"
 THREADS_ENV = "SMOLQL_RAY_ACTOR_THREADS"
 SPLIT_ENV = "SMOLQL_RAY_SPLIT"
+MODE_ENV = "SMOLQL_RAY_MODE"  # "data": Ray Data map_batches, an actor pool per query
 WAIT_S = 300.0  # how long a query waits for a worker to start before it gives up
 IN_FLIGHT = 2  # chunks per worker at a time
 INGEST_CHUNK = 16  # files per ingest task
@@ -130,7 +131,7 @@ def release() -> None:
         _POOL = None
 
 
-def _pool(plan: Plan) -> _Pool:
+def _pool(plan: Plan, *, start: bool = True) -> _Pool:
     """The workers for ``plan``: the running pool when it serves the same plan, else a new
     one (the old one stopped first, so that its CPUs are free)."""
     global _POOL
@@ -156,6 +157,8 @@ def _pool(plan: Plan) -> _Pool:
         size = max(1, int(res.get("CPU", 1) // cpus))
     options |= {"max_restarts": 0, "max_task_retries": 0}  # the driver re-runs a lost chunk
     pool = _Pool(key, normal, split, options, threads, size)
+    if not start:
+        return pool  # the sizes and options only (Ray Data starts the actors)
     for _ in range(size):
         pool.spawn()
     _POOL = pool
@@ -208,7 +211,9 @@ class RayExecutor:
         connect(address)
         logging.getLogger("ray").setLevel(logging.ERROR)
         _export_once(plan)
-        pool = _pool(plan)
+        if os.environ.get(MODE_ENV) == "data":
+            release()  # Ray Data starts its own actors: free the CPUs
+        pool = _pool(plan, start=os.environ.get(MODE_ENV) != "data")
         pool.settle(0)
         workers = max(1, pool.size)
         if pool.split:
@@ -218,8 +223,9 @@ class RayExecutor:
             size = plan.batch_size * min(8, max(1, -(-per // plan.batch_size)))
         from smolql.executor.progress import NodeProgress
 
+        answers = _dataset if os.environ.get(MODE_ENV) == "data" else _dispatch
         with NodeProgress(len(refs), plan.spec.name, progress) as bar:
-            for done in _dispatch(pool, _chunks(refs, size), k):
+            for done in answers(pool, _chunks(refs, size), k):
                 bar.update(done.node, done.results.num_rows, done.seconds)
                 meta = {NODE: done.node.encode(), SECONDS: str(done.seconds).encode()}
                 yield done.results.cast(RESULTS).replace_schema_metadata(meta)
@@ -268,6 +274,57 @@ def ingest_files(
         for f in pending:
             with suppress(Exception):
                 ray.cancel(f)
+
+
+def _dataset(pool: _Pool, chunks: Iterator[list[ImageRef]], k: int) -> Iterator[Any]:
+    """``$SMOLQL_RAY_MODE=data``: the references as a Ray Dataset, ``map_batches`` over an
+    actor pool of :class:`~smolql.executor.ray_worker.Worker` (started for this query, as
+    Ray Data does for every dataset), results in order. Ray Data's streaming executor brings
+    its own backpressure and retries; its per-query start costs about 2 s
+    (``benchmarks/scaleout.py``), which is why the persistent pool is the default."""
+    import pickle
+
+    import ray
+    import ray.data
+
+    from smolql.executor.ray_worker import Done, Worker
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
+    size = 0
+
+    def rows() -> Iterator[dict]:
+        nonlocal size
+        for chunk in chunks:
+            size = max(size, len(chunk))
+            for ref in chunk:
+                yield {"index": ref.key, "ref": pickle.dumps(replace(ref, key=None)), "k": k}
+
+    items = list(rows())  # Ray Data's from_items takes a list
+    if not items:
+        return
+    blocks = max(1, -(-len(items) // size))
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    # Actors take half a CPU here: Ray Data's own tasks need the rest (a pool holding every
+    # CPU deadlocks it).
+    ds = ds.map_batches(
+        Worker,
+        fn_constructor_args=(pool.plan, pool.threads),
+        batch_size=size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=pool.size),
+        num_cpus=0.5,
+    )
+    try:
+        for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            node = table.column("node")[0].as_py() if table.num_rows else ""
+            seconds = float(sum(table.column("seconds").to_pylist()))
+            results = table.drop_columns(["node", "seconds"]).cast(RESULTS)
+            for batch in results.to_batches():
+                yield Done(batch, node, seconds * batch.num_rows / max(table.num_rows, 1))
+    except ray.exceptions.RayError as e:
+        raise ExecutionError(f"the Ray cluster failed the stage: {e}") from e
 
 
 def _dispatch(pool: _Pool, chunks: Iterator[list[ImageRef]], k: int) -> Iterator[Any]:

@@ -11,6 +11,7 @@ that made it and the seconds it took there. Errors name the node.
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -75,6 +76,19 @@ class Worker:
         )
         out = as_results(_on(self.node, list(preds)))
         return Done(out, self.node, time.perf_counter() - start)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        """Ray Data's ``map_batches``: rows of (index, pickled reference, k) in, results out
+        with the node and seconds as columns."""
+        refs = [
+            replace(pickle.loads(r), key=int(i))
+            for i, r in zip(batch["index"], batch["ref"], strict=True)
+        ]
+        done = self.classify(refs, int(batch["k"][0]))
+        n = done.results.num_rows
+        table = pa.Table.from_batches([done.results])
+        table = table.append_column("node", pa.array([done.node] * n))
+        return table.append_column("seconds", pa.array([done.seconds / max(n, 1)] * n))
 
     def infer(self, decoded: Decoded, k: int) -> Done:
         """A batch a :func:`decode` task prepared."""

@@ -13,7 +13,7 @@ import duckdb
 from smolql.errors import CatalogInputError
 from smolql.ingest.definition import parse_specs
 from smolql.ingest.ingest import IngestSummary, Runner, ingest
-from smolql.ingest.scan import resolve_source, scan
+from smolql.ingest.scan import resolve_source, scan, source_columns
 from smolql.ops.pipeline import ImageRef
 from smolql.storage import catalogs as stored
 from smolql.storage.images import rendition_rows
@@ -54,17 +54,19 @@ def create(
     if existing is None:
         _check_free(con, d.name)
         row = {**vars(d), "renditions": list(d.renditions)}
-        stored.add_catalog(con, row)
+        stored.add_catalog(con, row, source_columns(d.source))
     return _sync(con, root, d, opts)
 
 
 def refresh(
     con: duckdb.DuckDBPyConnection, root: RenditionRoot, name: str, opts: IngestOptions
 ) -> IngestSummary:
-    """Pick up added, changed and deleted files (and an edited labels CSV)."""
+    """Pick up added, changed and deleted files (and an edited labels CSV or manifest)."""
     d = get_definition(con, name)
-    if d.labels and os.path.exists(d.labels):
-        stored.create_view(con, d.name, d.labels)
+    fresh_labels = bool(d.labels and os.path.exists(d.labels))
+    columns = source_columns(d.source)
+    if fresh_labels or columns is not None:
+        stored.create_view(con, d.name, d.labels, columns, reload_labels=fresh_labels)
     return _sync(con, root, d, opts)
 
 

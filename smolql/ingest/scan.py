@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from smolql.sources import source_for
 
 
@@ -14,3 +16,10 @@ def resolve_source(location: str) -> str:
 def scan(location: str) -> list[str]:
     """Paths of the image files at ``location``, sorted."""
     return source_for(location).list(location)
+
+
+def source_columns(location: str) -> pa.Table | None:
+    """The source's own columns for the catalog view (a manifest's: ``path`` and the rest),
+    or None."""
+    columns = getattr(source_for(location), "columns", None)
+    return columns(location) if columns is not None else None

@@ -2,7 +2,8 @@
 ``smolql.renditions``, ``smolql.errors``, the labels tables and each catalog's view.
 
 A catalog named ``photos`` is a view ``photos`` over ``smolql.images``, left-joined with its
-labels (``smolql."labels_photos"``, if any) on the file name. Ingest commits in small
+labels (``smolql."labels_photos"``, if any) on the file name and with its manifest's columns
+(``smolql."manifest_photos"``, if its source is a manifest) on the path. Ingest commits in small
 transactions through :func:`replace_images` and :func:`remove_images`, so a killed ingest leaves
 only whole rows behind.
 """
@@ -28,12 +29,15 @@ DEFINITION = ("name", "source", "renditions", "labels", "max_pixels")
 # -- catalogs ----------------------------------------------------------------------------------
 
 
-def add_catalog(con: duckdb.DuckDBPyConnection, definition: dict[str, Any]) -> None:
-    """Record a new catalog (status 'building') and create its view, in one transaction."""
+def add_catalog(
+    con: duckdb.DuckDBPyConnection, definition: dict[str, Any], columns: pa.Table | None = None
+) -> None:
+    """Record a new catalog (status 'building') and create its view (with its source's own
+    columns, where it has some), in one transaction."""
     con.begin()
     try:
         insert(con, "catalogs", {**definition, "status": "building"}, now=("created", "updated"))
-        create_view(con, definition["name"], definition["labels"])
+        create_view(con, definition["name"], definition["labels"], columns)
         con.commit()
     except BaseException:
         con.rollback()
@@ -55,6 +59,7 @@ def drop_catalog(con: duckdb.DuckDBPyConnection, name: str) -> None:
         con.execute(f"DELETE FROM {SCHEMA}.catalogs WHERE name = ?", [name])
         con.execute(f'DROP VIEW IF EXISTS "{name}"')
         con.execute(f'DROP TABLE IF EXISTS {SCHEMA}."labels_{name}"')
+        con.execute(f'DROP TABLE IF EXISTS {SCHEMA}."manifest_{name}"')
         con.commit()
     except BaseException:
         con.rollback()
@@ -112,20 +117,47 @@ def load_labels(con: duckdb.DuckDBPyConnection, name: str, labels: str) -> None:
         raise CatalogInputError(f"labels CSV names file {dup[0]!r} twice", file=labels)
 
 
-def create_view(con: duckdb.DuckDBPyConnection, name: str, labels: str | None) -> None:
-    """(Re)create the catalog's view, loading its labels first when it has a labels CSV."""
-    if labels:
+def create_view(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    labels: str | None,
+    columns: pa.Table | None = None,
+    *,
+    reload_labels: bool = True,
+) -> None:
+    """(Re)create the catalog's view: its images, left-joined with its labels CSV on the file
+    name (loaded first unless ``reload_labels`` is false) and with its source's own columns
+    (``columns``: a manifest's, keyed by ``path``; kept in ``smolql."manifest_<name>"``)."""
+    if labels and reload_labels:
         load_labels(con, name, labels)
+    manifest = f'{SCHEMA}."manifest_{name}"'
+    if columns is not None:
+        clash = [c for c in columns.column_names if c != "path" and c.lower() in CATALOG_COLUMNS]
+        if clash:
+            raise CatalogInputError(f"manifest column(s) {clash} clash with catalog columns")
+        con.register("__smolql_manifest", columns)
+        try:
+            con.execute(f"CREATE OR REPLACE TABLE {manifest} AS SELECT * FROM __smolql_manifest")
+        finally:
+            con.unregister("__smolql_manifest")
+    has_manifest = fetch_one(
+        con,
+        "SELECT 1 FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+        [SCHEMA, f"manifest_{name}"],
+    )
     image = "{'catalog': i.catalog, 'id': i.id, 'path': i.path, 'hash': i.hash}"
     base = ", ".join(f"i.{c}" if c != "image" else f"{image} AS image" for c in CATALOG_COLUMNS)
-    if not labels:
-        sql = f"SELECT {base} FROM {SCHEMA}.images AS i WHERE i.catalog = '{name}'"
-    else:
-        sql = (
-            f"SELECT {base}, l.* EXCLUDE (file) FROM {SCHEMA}.images AS i"
-            f' LEFT JOIN {SCHEMA}."labels_{name}" AS l ON l.file = i.file'
-            f" WHERE i.catalog = '{name}'"
-        )
+    select, joins = [base], []
+    if labels:
+        select.append("l.* EXCLUDE (file)")
+        joins.append(f' LEFT JOIN {SCHEMA}."labels_{name}" AS l ON l.file = i.file')
+    if has_manifest:
+        select.append("m.* EXCLUDE (path)")
+        joins.append(f" LEFT JOIN {manifest} AS m ON m.path = i.path")
+    sql = (
+        f"SELECT {', '.join(select)} FROM {SCHEMA}.images AS i{''.join(joins)}"
+        f" WHERE i.catalog = '{name}'"
+    )
     con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {sql}')
 
 
