@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     csub = cat.add_subparsers(dest="action", required=True)
     create = csub.add_parser("create", help="register a folder or glob of images", parents=[common])
     create.add_argument("name")
-    create.add_argument("source", help="a directory (searched recursively) or a quoted glob")
+    create.add_argument(
+        "source",
+        help="a directory (searched recursively), a quoted glob, a manifest (.parquet, .csv,"
+        " .jsonl) or an object-storage prefix (s3://bucket/prefix/)",
+    )
     create.add_argument(
         "--rendition",
         action="append",
@@ -49,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--no-renditions", action="store_true", help="store no renditions")
     create.add_argument("--labels", metavar="CSV", help="CSV joined on its file column")
     create.add_argument("--max-pixels", type=int, help=SETTINGS["max_image_pixels"].help)
+    boxes = csub.add_parser(
+        "boxes", help="attach boxes from a COCO JSON or a CSV/Parquet table", parents=[common]
+    )
+    boxes.add_argument("name", help="the catalog")
+    boxes.add_argument("annotations", help="COCO JSON, or a table of file, x, y, w, h, label")
+    boxes.add_argument("--as", dest="view", help="the boxes view's name (default NAME_boxes)")
     csub.add_parser("list", help="list catalogs", parents=[common])
     for action, text in (
         ("show", "describe a catalog, its renditions and skipped files"),
@@ -166,6 +176,13 @@ def _create(con: Connection, args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
     )
     _print_summary(args.name, summary)
+    return 0
+
+
+def _boxes(con: Connection, args: argparse.Namespace) -> int:
+    view = con.attach_boxes(args.name, args.annotations, name=args.view)
+    n, matched = con.duckdb.execute(f'SELECT count(*), count(image_id) FROM "{view}"').fetchone()
+    print(f"{view}: {n} boxes, {matched} on images of {args.name}")
     return 0
 
 
@@ -301,6 +318,7 @@ def _demo(con: Connection, args: argparse.Namespace) -> int:
 
 _HANDLERS: dict[tuple[str, str | None], Callable[[Connection, argparse.Namespace], int]] = {
     ("catalog", "create"): _create,
+    ("catalog", "boxes"): _boxes,
     ("catalog", "list"): _list,
     ("catalog", "show"): _show,
     ("catalog", "refresh"): _refresh,

@@ -111,6 +111,17 @@ class Connection:
         )
         return manage.create(self.duckdb, self.renditions, definition, self._opts(progress))
 
+    def attach_boxes(self, catalog: str, annotations: str, *, name: str | None = None) -> str:
+        """Attach boxes (a COCO JSON, or a CSV/Parquet/JSON Lines table of file, x, y, w, h,
+        label) to ``catalog`` as a view (default ``<catalog>_boxes``) joined to its images by
+        file name; attaching again replaces them. Returns the view's name."""
+        from smolql.ingest.boxes import attach, read_boxes
+
+        self._check()
+        manage.get_definition(self.duckdb, catalog)  # an error naming it if there is none
+        with self._lock:
+            return attach(self.duckdb, catalog, read_boxes(annotations), name)
+
     def refresh_catalog(self, name: str, *, progress: bool | None = None) -> IngestSummary:
         """Ingest added and changed files and forget deleted ones; unchanged files are skipped."""
         return manage.refresh(self.duckdb, self.renditions, name, self._opts(progress))

@@ -60,6 +60,8 @@ def drop_catalog(con: duckdb.DuckDBPyConnection, name: str) -> None:
         con.execute(f'DROP VIEW IF EXISTS "{name}"')
         con.execute(f'DROP TABLE IF EXISTS {SCHEMA}."labels_{name}"')
         con.execute(f'DROP TABLE IF EXISTS {SCHEMA}."manifest_{name}"')
+        con.execute(f'DROP VIEW IF EXISTS "{name}_boxes"')
+        con.execute(f'DROP TABLE IF EXISTS {SCHEMA}."boxes_{name}"')
         con.commit()
     except BaseException:
         con.rollback()
