@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from smolql.config import PROFILE_SAMPLE, SETTINGS, default_db_path
 from smolql.connection import Connection, connect
-from smolql.errors import SmolQLError
+from smolql.errors import CatalogInputError, SmolQLError
 from smolql.ingest.definition import DEFAULT_RENDITIONS
 from smolql.output import FORMATS, format_table, write_result
 from smolql.storage.images import catalog_listing
@@ -38,9 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     cat = sub.add_parser("catalog", help="create and manage image catalogs", parents=[common])
     csub = cat.add_subparsers(dest="action", required=True)
     create = csub.add_parser("create", help="register a folder or glob of images", parents=[common])
-    create.add_argument("name")
+    create.add_argument("name", nargs="?", help="the catalog's name (or from --from FILE)")
     create.add_argument(
         "source",
+        nargs="?",
         help="a directory (searched recursively), a quoted glob, a manifest (.parquet, .csv,"
         " .jsonl) or an object-storage prefix (s3://bucket/prefix/)",
     )
@@ -51,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"SHORTSIDE:FORMAT[:QUALITY], repeatable (default {' '.join(DEFAULT_RENDITIONS)})",
     )
     create.add_argument("--no-renditions", action="store_true", help="store no renditions")
+    create.add_argument(
+        "--from",
+        dest="file",
+        metavar="TOML",
+        help="a catalog file: name, source, renditions, labels, boxes (see catalogs/demo.toml)",
+    )
     create.add_argument("--labels", metavar="CSV", help="CSV joined on its file column")
     create.add_argument("--max-pixels", type=int, help=SETTINGS["max_image_pixels"].help)
     boxes = csub.add_parser(
@@ -167,6 +174,16 @@ def print_error(e: SmolQLError) -> None:
 
 
 def _create(con: Connection, args: argparse.Namespace) -> int:
+    if args.file:
+        if args.name or args.source:
+            raise CatalogInputError("give either NAME SOURCE or --from FILE, not both")
+        from smolql.ingest.declare import load
+
+        name = load(args.file).name
+        _print_summary(name, con.create_catalog_from(args.file))
+        return 0
+    if not (args.name and args.source):
+        raise CatalogInputError("catalog create needs NAME SOURCE (or --from FILE)")
     renditions = () if args.no_renditions else tuple(args.rendition or DEFAULT_RENDITIONS)
     summary = con.create_catalog(
         args.name,

@@ -111,6 +111,34 @@ class Connection:
         )
         return manage.create(self.duckdb, self.renditions, definition, self._opts(progress))
 
+    def create_catalog_from(
+        self,
+        file: str,
+        *,
+        source: str | None = None,
+        progress: bool | None = None,
+    ) -> IngestSummary:
+        """Create (or resume) the catalog a TOML catalog file describes
+        (:mod:`smolql.ingest.declare`): its source, renditions, labels and boxes. ``source``
+        replaces the file's (the demo writes its images first)."""
+        from smolql.ingest.declare import load
+
+        d = load(file)
+        where = source or d.source
+        if where is None:
+            raise errors.CatalogInputError('the catalog file needs a source = "..."', file=file)
+        summary = self.create_catalog(
+            d.name,
+            where,
+            renditions=d.renditions,
+            labels=d.labels,
+            max_pixels=d.max_pixels,
+            progress=progress,
+        )
+        if d.boxes:
+            self.attach_boxes(d.name, d.boxes)
+        return summary
+
     def attach_boxes(self, catalog: str, annotations: str, *, name: str | None = None) -> str:
         """Attach boxes (a COCO JSON, or a CSV/Parquet/JSON Lines table of file, x, y, w, h,
         label) to ``catalog`` as a view (default ``<catalog>_boxes``) joined to its images by

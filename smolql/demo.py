@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import tomllib
 from importlib import resources
 
 import cv2
@@ -16,23 +15,28 @@ import pyarrow as pa
 from PIL import Image
 
 from smolql.connection import Connection
+from smolql.ingest.declare import CatalogFile, load
 from smolql.output import format_table
 from smolql.storage.schema import MEMORY
 
 
-def load_definition(name: str = "demo") -> dict:
-    """A catalog definition shipped in ``smolql.catalogs`` (``catalogs/`` in the repo)."""
-    text = resources.files("smolql.catalogs").joinpath(f"{name}.toml").read_text()
-    return tomllib.loads(text)
+def definition_file(name: str = "demo") -> str:
+    """A catalog file shipped in ``smolql.catalogs`` (``catalogs/`` in the repo)."""
+    return str(resources.files("smolql.catalogs").joinpath(f"{name}.toml"))
 
 
-def write_demo_images(definition: dict, folder: str) -> None:
+def load_definition(name: str = "demo") -> CatalogFile:
+    """A shipped catalog file, read by the loader ``smolql catalog create --from`` uses."""
+    return load(definition_file(name))
+
+
+def write_demo_images(definition: CatalogFile, folder: str) -> None:
     """Copy scikit-image's photographs into ``folder``, in the formats the definition names."""
     import skimage
 
     data_dir = os.path.join(os.path.dirname(skimage.__file__), "data")
     os.makedirs(folder, exist_ok=True)
-    for source, fmt in definition["images"].items():
+    for source, fmt in definition.images.items():
         stem = os.path.splitext(source)[0]
         target = os.path.join(folder, f"{stem}.{ {'jpeg': 'jpg', 'tiff': 'tif'}.get(fmt, fmt) }")
         if os.path.exists(target):
@@ -48,16 +52,16 @@ def write_demo_images(definition: dict, folder: str) -> None:
 
 def run_demo(con: Connection) -> int:
     definition = load_definition("demo")
-    name = definition["name"]
+    name = definition.name
     if con.database == MEMORY:
         folder = tempfile.mkdtemp(prefix="smolql-demo-")
     else:
         folder = os.path.abspath(con.database) + ".demo-images"
     write_demo_images(definition, folder)
-    print(f"Demo catalog {name!r}: {definition['description']}, in {folder}")
-    summary = con.create_catalog(name, folder, renditions=definition["renditions"])
+    print(f"Demo catalog {name!r}: {definition.description}, in {folder}")
+    summary = con.create_catalog_from(definition_file("demo"), source=folder)
     print(summary.line(name))
-    for q in definition["queries"]:
+    for q in definition.queries:
         print(f"\n-- {q['title']}\n{q['sql'].strip()};")
         print(format_table(con.sql(q["sql"])))
     show_classification(con, name)

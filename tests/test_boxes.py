@@ -78,3 +78,37 @@ def test_the_cli_attaches_boxes(con, capsys):
     con.close()
     assert main(["catalog", "boxes", "photos", str(BOXES / "coco.json"), "--db", db]) == 0
     assert "photos_boxes: 4 boxes, 4 on images of photos" in capsys.readouterr().out
+
+
+def test_a_toml_catalog_file_declares_source_labels_and_boxes(tmp_path, capsys):
+    from smolql.cli import main
+
+    if not all((SAMPLE / f).exists() for f in FILES):
+        pytest.skip(SAMPLE_MISSING)
+    (tmp_path / "imgs").mkdir()
+    for f in FILES:
+        shutil.copy2(SAMPLE / f, tmp_path / "imgs" / f)
+    shutil.copy2(BOXES / "coco.json", tmp_path / "coco.json")
+    (tmp_path / "labels.csv").write_text("file,habitat\n" + "".join(f"{f},x{i}\n" for i, f in
+                                         enumerate(FILES)))  # fmt: skip
+    toml = tmp_path / "defs" / "animals.toml"
+    toml.parent.mkdir()
+    toml.write_text(
+        'name = "animals"\nsource = "../imgs"\nrenditions = ["96:jpeg:80"]\n'
+        'labels = "../labels.csv"\nboxes = "../coco.json"\n'
+    )
+    db = str(tmp_path / "t.duckdb")
+    assert main(["catalog", "create", "--from", str(toml), "--db", db]) == 0
+    assert "animals: 3 images" in capsys.readouterr().out
+    with smolql.connect(db) as con:
+        assert con.sql("SELECT count(*) AS n FROM animals_boxes").to_pylist() == [{"n": 4}]
+        assert sorted(con.sql("SELECT habitat FROM animals")["habitat"].to_pylist()) == [
+            "x0", "x1", "x2"
+        ]  # fmt: skip
+        specs = con.duckdb.execute("SELECT DISTINCT spec FROM smolql.renditions").fetchall()
+        assert specs == [("96:jpeg:80",)]
+        again = con.create_catalog_from(str(toml), progress=False)  # resumes: nothing to do
+        assert again.processed == 0
+    toml.write_text('name = "bad"\nsorce = "x"\n')
+    with pytest.raises(CatalogInputError, match=r"unknown key 'sorce'.*did you mean 'source'"):
+        smolql.connect(":memory:").create_catalog_from(str(toml))

@@ -61,7 +61,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     )
     script = (
         "import smolql, smolql.udfs, smolql._jpeg; from smolql.demo import load_definition;"
-        "print(smolql.__file__); print(load_definition()['name'])"
+        "print(smolql.__file__); print(load_definition().name)"
     )
     out = subprocess.run(
         [sys.executable, "-c", script],
