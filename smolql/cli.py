@@ -74,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         csub.add_parser(action, help=text, parents=[common]).add_argument("name")
 
+    mod = sub.add_parser("model", help="add and list classification models", parents=[common])
+    msub = mod.add_subparsers(dest="action", required=True)
+    madd = msub.add_parser("add", help="store your ONNX classifier in the database",
+                           parents=[common])  # fmt: skip
+    madd.add_argument("name")
+    madd.add_argument("--onnx", required=True, metavar="FILE", help="the model (ONNX)")
+    madd.add_argument("--labels", required=True, metavar="FILE", help="one label per line")
+    madd.add_argument("--input-size", type=int, required=True, help="square input, pixels")
+    madd.add_argument("--resize", type=int, help="short side before the centre crop")
+    madd.add_argument("--mean", help="per-channel mean, e.g. 0.485,0.456,0.406 (default)")
+    madd.add_argument("--std", help="per-channel std, e.g. 0.229,0.224,0.225 (default)")
+    madd.add_argument("--layout", default="NCHW", choices=("NCHW", "NHWC"))
+    msub.add_parser("list", help="list the models classify can use", parents=[common])
+
     query = sub.add_parser("query", help="run SQL and print the result", parents=[common])
     query.add_argument("sql")
     query.add_argument("--format", choices=FORMATS, default="table")
@@ -200,6 +214,38 @@ def _boxes(con: Connection, args: argparse.Namespace) -> int:
     view = con.attach_boxes(args.name, args.annotations, name=args.view)
     n, matched = con.duckdb.execute(f'SELECT count(*), count(image_id) FROM "{view}"').fetchone()
     print(f"{view}: {n} boxes, {matched} on images of {args.name}")
+    return 0
+
+
+def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise CatalogInputError(f"--{what} takes three numbers separated by commas, not {text!r}")
+    return values
+
+
+def _model_add(con: Connection, args: argparse.Namespace) -> int:
+    con.add_model(
+        args.name,
+        onnx=args.onnx,
+        labels=args.labels,
+        input_size=args.input_size,
+        resize=args.resize,
+        mean=_floats(args.mean, "mean"),
+        std=_floats(args.std, "std"),
+        layout=args.layout,
+    )
+    print(f"model {args.name} added: classify(image, '{args.name}')")
+    return 0
+
+
+def _model_list(con: Connection, args: argparse.Namespace) -> int:
+    print(format_table(con.list_models()))
     return 0
 
 
@@ -335,6 +381,8 @@ def _demo(con: Connection, args: argparse.Namespace) -> int:
 
 _HANDLERS: dict[tuple[str, str | None], Callable[[Connection, argparse.Namespace], int]] = {
     ("catalog", "create"): _create,
+    ("model", "add"): _model_add,
+    ("model", "list"): _model_list,
     ("catalog", "boxes"): _boxes,
     ("catalog", "list"): _list,
     ("catalog", "show"): _show,

@@ -56,8 +56,10 @@ class Connection:
         # threadsafety 1 does not require sharing, but it must never corrupt or crash).
         self._lock = threading.RLock()
         from smolql.lowres.trained import register_stored
+        from smolql.models import user
 
         register_stored(self.duckdb)
+        user.register_stored(self.duckdb)
 
     # -- PEP 249 -----------------------------------------------------------------------------
 
@@ -110,6 +112,59 @@ class Connection:
             max_pixels or self.settings.max_image_pixels,
         )
         return manage.create(self.duckdb, self.renditions, definition, self._opts(progress))
+
+    def add_model(
+        self,
+        name: str,
+        *,
+        onnx: str,
+        labels: str | Sequence[str],
+        input_size: int,
+        resize: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        layout: str = "NCHW",
+    ) -> None:
+        """Store a user's ONNX classifier in this database and register it as ``name``
+        (usable as ``classify(image, 'name')``); ``labels`` is a file (one per line, or a
+        JSON list) or the labels themselves; ``resize`` defaults to ``input_size * 8 / 7``
+        and mean/std to ImageNet's."""
+        from smolql.models import user
+        from smolql.models.registry import models
+
+        self._check()
+        names = user.read_labels(labels) if isinstance(labels, str) else tuple(labels)
+        model = user.UserModel(
+            name,
+            names,
+            input_size,
+            resize or round(input_size * 8 / 7),
+            tuple(mean) if mean else user.IMAGENET_MEAN,
+            tuple(std) if std else user.IMAGENET_STD,
+            layout.upper(),
+            onnx,
+        )
+        ours = {m["name"] for m in user.stored(self.duckdb)}
+        with self._lock:
+            user.add(self.duckdb, model, onnx, builtin=set(models()) - ours)
+
+    def list_models(self) -> pa.Table:
+        """Every model ``classify`` can use here: built-in, plugin, trained and the user's."""
+        from smolql.models import user
+        from smolql.models.registry import models
+
+        added = {m["name"]: m for m in user.stored(self.duckdb)}
+        rows = [
+            {
+                "name": name,
+                "kind": "onnx (this database)" if name in added else (spec.family or "plugin"),
+                "input_size": spec.input_size,
+                "classes": len(spec.labels),
+                "description": spec.description,
+            }
+            for name, spec in sorted(models().items())
+        ]
+        return pa.Table.from_pylist(rows)
 
     def create_catalog_from(
         self,

@@ -25,13 +25,13 @@ def test_a_version_1_database_is_migrated_when_opened(tmp_path):
         old.execute("CREATE TABLE smolql.backend_profiles (model VARCHAR)")
         old.execute("INSERT INTO smolql.images (catalog, id, path) VALUES ('c', 1, '/x.jpg')")
     with smolql.connect(path) as con:
-        assert schema_version(con.duckdb) == SCHEMA_VERSION == 3
+        assert schema_version(con.duckdb) == SCHEMA_VERSION == 4
         columns = {r[0] for r in con.duckdb.execute("DESCRIBE smolql.images").fetchall()}
         assert {"ctime_ns", "inode"} <= columns
         row = con.duckdb.execute("SELECT path, ctime_ns FROM smolql.images").fetchall()
         assert row == [("/x.jpg", None)]  # kept; the new column NULL = unverified
         tables = {r[0] for r in con.duckdb.execute("SHOW TABLES FROM smolql").fetchall()}
-        assert "backend_profiles" not in tables
+        assert "backend_profiles" not in tables and "user_models" in tables
 
 
 def test_a_database_from_a_newer_smolql_is_refused(tmp_path):

@@ -40,6 +40,7 @@ class Backend(ABC):
     name: str
     requires: tuple[str, ...] = ()  # importable modules it needs
     install: str = ""  # what to pip install when they are missing
+    runs_onnx: bool = False  # runs an ONNX graph (a user's ONNX model needs this)
 
     def unavailable_reason(self) -> str | None:
         """None if the backend can run here, else why not (shown when it is skipped)."""

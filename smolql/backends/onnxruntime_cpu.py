@@ -30,6 +30,7 @@ class OrtSession(Session):
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    runs_onnx = True
     requires = ("onnxruntime",)
     install = "onnxruntime"
 

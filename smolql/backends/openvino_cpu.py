@@ -54,6 +54,7 @@ class OpenVinoSession(Session):
 
 class OpenVinoBackend(Backend):
     name = "openvino"
+    runs_onnx = True
     requires = ("openvino",)
     install = "openvino"
 

@@ -88,6 +88,7 @@ class TensorRtSession(Session):
 
 class TensorRtBackend(Backend):
     name = "tensorrt"
+    runs_onnx = True
     requires = ("torch",)
     install = "torch==2.14.1"
 

@@ -34,7 +34,10 @@ def export_key(spec: ModelSpec) -> str:
 
 
 def onnx_path(spec: ModelSpec) -> Path:
-    """The cached ONNX file for ``spec`` (batch dimension dynamic), exporting it if needed."""
+    """The cached ONNX file for ``spec`` (batch dimension dynamic), exporting it if needed;
+    a user's ONNX model is its own (normalised) file."""
+    if spec.onnx:
+        return Path(spec.onnx)
     target = cache_dir() / "onnx" / f"{spec.name}-{export_key(spec)}.onnx"
     if target.exists():
         return target

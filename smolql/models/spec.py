@@ -39,6 +39,7 @@ class ModelSpec:
     family: str = ""
     description: str = ""
     base: str = ""  # the model this one was fine-tuned from (low-resolution-aware training)
+    onnx: str | None = None  # a user's ONNX file (normalised): no torch module, fixed input
 
     @property
     def input_size(self) -> int:

@@ -50,6 +50,8 @@ def measure(
     reference = _top1(backends[REFERENCE[0]].open(spec, REFERENCE[1], threads, 32), sample, 32)
     results: list[Measurement] = []
     engines = options or candidates()
+    if spec.onnx:  # a user's ONNX model: only engines that run ONNX graphs
+        engines = [(n, p) for n, p in engines if backends[n].runs_onnx]
     bar = tqdm(total=len(engines) * len(BATCH_SIZES), unit="engine", desc=f"calibrate {spec.name}",
                disable=not sys.stderr.isatty())  # fmt: skip
     for name, precision in engines:
@@ -153,7 +155,11 @@ def with_precision(spec: ModelSpec, precision: str) -> Measurement:
     measured = calibration.fastest(precision) if calibration else None
     if measured is not None:
         return measured
-    offering = [n for n, b in available().items() if precision in b.capabilities().precisions]
+    offering = [
+        n
+        for n, b in available().items()
+        if precision in b.capabilities().precisions and (b.runs_onnx or not spec.onnx)
+    ]
     if not offering:
         raise InferenceError(
             f"no backend here offers precision {precision!r}"

@@ -87,7 +87,10 @@ def sized(spec: ModelSpec, input_size: int) -> ModelSpec:
 
 
 def smaller_inputs(spec: ModelSpec) -> list[int]:
-    """The reduced input sizes tried for a model, multiples of 8."""
+    """The reduced input sizes tried for a model, multiples of 8 (none for a user's ONNX
+    model: its graph fixes the input size)."""
+    if spec.onnx:
+        return []
     return [int(spec.input_size * f) // 8 * 8 for f in SMALLER_INPUTS]
 
 

@@ -48,11 +48,15 @@ _DDL = (
         name VARCHAR, base VARCHAR, rendition VARCHAR, weights VARCHAR, catalog VARCHAR,
         train_images INTEGER, epochs INTEGER, seconds DOUBLE, created TIMESTAMP)""",
     f"CREATE TABLE IF NOT EXISTS {SCHEMA}.meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.user_models (
+        name VARCHAR, onnx BLOB, hash VARCHAR, labels VARCHAR[], input_size INTEGER,
+        resize INTEGER, mean DOUBLE[], std DOUBLE[], layout VARCHAR, source VARCHAR,
+        added TIMESTAMP)""",
 )
 
 # The system schema's version, and how to bring an older database up to it. A database without
 # a recorded version predates versioning: version 1 (it may lack what later versions added).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     # 2: file signatures gained ctime and inode; old rows get NULLs, which count as
     # "unverified" (the content is hashed again before it is trusted).
@@ -63,6 +67,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # 3: the version itself is recorded (smolql.meta); per-database engine calibrations moved
     # to the per-user cache, so their table is dropped.
     3: (f"DROP TABLE IF EXISTS {SCHEMA}.backend_profiles",),
+    # 4: users' own models live in the database (smolql.user_models; created with the rest).
+    4: (),
 }
 
 

@@ -1,0 +1,248 @@
+"""Users' own models: an ONNX classifier, its labels and its preprocessing, stored in the
+database (``smolql.user_models``: the database stays portable with its models) and registered on
+every connect like a built-in, so that ``classify(image, 'NAME')`` plans and runs it.
+
+On ``add`` the ONNX graph is checked and normalised once: one image input (NCHW, 3 channels,
+``input_size`` square; an NHWC model gets a transpose in front), renamed ``images`` with a
+dynamic batch, and its first output renamed ``logits``; a test inference must give one score
+per label. The torch backend cannot run an ONNX model; ONNX Runtime and OpenVINO (and
+TensorRT on a GPU) can, at fp32, bf16 where the CPU has it, and int8 after calibration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+
+from smolql.errors import InferenceError
+from smolql.models.export import INPUT_NAME, OUTPUT_NAME, cache_dir
+from smolql.models.registry import register_model
+from smolql.models.spec import ModelSpec
+from smolql.ops.transform import IMAGENET_MEAN, IMAGENET_STD, Transform
+from smolql.storage.schema import SCHEMA, insert
+
+LAYOUTS = ("NCHW", "NHWC")
+COLUMNS = ("name", "onnx", "hash", "labels", "input_size", "resize", "mean", "std", "layout",
+           "source")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class UserModel:
+    name: str
+    labels: tuple[str, ...]
+    input_size: int
+    resize: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    layout: str = "NCHW"
+    source: str = ""
+
+
+def read_labels(path: str) -> tuple[str, ...]:
+    """One label per line (a ``.txt``), or a JSON list."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise InferenceError(f"cannot read the labels: {e.strerror or e}", file=path) from e
+    if path.lower().endswith(".json"):
+        try:
+            labels = json.loads(text)
+        except ValueError as e:
+            raise InferenceError(f"labels file is not JSON: {e}", file=path) from e
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise InferenceError("a JSON labels file must hold a list of strings", file=path)
+        return tuple(labels)
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def normalise(data: bytes, input_size: int, layout: str, where: str) -> tuple[bytes, int]:
+    """The checked, renamed graph and its number of classes (see the module docstring)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    try:
+        model = onnx.load_model_from_string(data)
+        graph = model.graph
+    except Exception as e:
+        raise InferenceError(f"not an ONNX model ({type(e).__name__}: {e})", file=where) from e
+    if not graph.node:
+        raise InferenceError("not an ONNX model (no graph)", file=where)
+    weights = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in weights]
+    if len(inputs) != 1 or not graph.output:
+        raise InferenceError(
+            f"an image classifier takes one input and gives scores; this model has"
+            f" {len(inputs)} inputs and {len(graph.output)} outputs",
+            file=where,
+        )
+    dims = inputs[0].type.tensor_type.shape.dim
+    shape = [d.dim_value if d.dim_value > 0 else None for d in dims]
+    if layout == "NCHW":
+        want = [None, 3, input_size, input_size]
+    else:
+        want = [None, input_size, input_size, 3]
+    pairs = zip(shape[1:], want[1:], strict=False)
+    if len(shape) != 4 or any(s is not None and s != w for s, w in pairs):
+        seen = "x".join("?" if s is None else str(s) for s in shape)
+        wanted = "x".join("N" if w is None else str(w) for w in want)
+        raise InferenceError(
+            f"the model's input is {seen} but --input-size {input_size} --layout {layout} means"
+            f" {wanted}",
+            file=where,
+        )
+    old_in, old_out = inputs[0].name, graph.output[0].name
+    _rename(graph, old_out, OUTPUT_NAME)
+    if layout == "NHWC":
+        graph.node.insert(
+            0, helper.make_node("Transpose", [INPUT_NAME], [old_in], perm=[0, 2, 3, 1])
+        )
+        graph.input.remove(inputs[0])
+    else:
+        _rename(graph, old_in, INPUT_NAME)
+        graph.input.remove(inputs[0])
+    elem = inputs[0].type.tensor_type.elem_type or TensorProto.FLOAT
+    graph.input.insert(
+        0, helper.make_tensor_value_info(INPUT_NAME, elem, ["batch", 3, input_size, input_size])
+    )
+    out_dims = graph.output[0].type.tensor_type.shape.dim
+    if out_dims:
+        out_dims[0].dim_param = "batch"
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise InferenceError(f"the ONNX model does not check: {e}", file=where) from e
+    blob = model.SerializeToString()
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+        probe = np.zeros((2, 3, input_size, input_size), np.float32)
+        out = session.run([OUTPUT_NAME], {INPUT_NAME: probe})[0]
+    except Exception as e:
+        raise InferenceError(f"the ONNX model does not run on a test batch: {e}", file=where) from e
+    if out.ndim != 2 or out.shape[0] != 2:
+        raise InferenceError(
+            f"the model's first output has shape {out.shape} for a batch of 2; a classifier gives"
+            " (batch, classes)",
+            file=where,
+        )
+    return blob, int(out.shape[1])
+
+
+def _rename(graph, old: str, new: str) -> None:
+    for node in graph.node:
+        node.input[:] = [new if x == old else x for x in node.input]
+        node.output[:] = [new if x == old else x for x in node.output]
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.name == old:
+            value.name = new
+
+
+def add(
+    con: duckdb.DuckDBPyConnection, model: UserModel, onnx_file: str, *, builtin: set[str]
+) -> ModelSpec:
+    """Check, store and register a user's ONNX model (replacing a user model of that name)."""
+    if model.name in builtin:
+        raise InferenceError(f"{model.name!r} is a built-in model's name; choose another")
+    if model.layout not in LAYOUTS:
+        raise InferenceError(f"layout must be one of {', '.join(LAYOUTS)}, not {model.layout!r}")
+    try:
+        Transform(model.resize, model.input_size, model.mean, model.std)
+    except ValueError as e:
+        raise InferenceError(f"model {model.name!r}: {e}") from e
+    try:
+        with open(onnx_file, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise InferenceError(f"cannot read the ONNX file: {e.strerror or e}", file=onnx_file) from e
+    blob, classes = normalise(data, model.input_size, model.layout, onnx_file)
+    if classes != len(model.labels):
+        raise InferenceError(
+            f"the model gives {classes} scores but the labels file has {len(model.labels)}"
+            " labels; they must match one to one"
+        )
+    row = {
+        "name": model.name,
+        "onnx": blob,
+        "hash": hashlib.sha256(blob).hexdigest(),
+        "labels": list(model.labels),
+        "input_size": model.input_size,
+        "resize": model.resize,
+        "mean": list(model.mean),
+        "std": list(model.std),
+        "layout": model.layout,
+        "source": os.path.abspath(onnx_file),
+    }
+    con.begin()
+    try:
+        con.execute(f"DELETE FROM {SCHEMA}.user_models WHERE name = ?", [model.name])
+        insert(con, "user_models", row, now=("added",))
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    return _register(row)
+
+
+def stored(con: duckdb.DuckDBPyConnection, *, with_onnx: bool = False) -> list[dict]:
+    cols = COLUMNS if with_onnx else tuple(c for c in COLUMNS if c != "onnx")
+    rows = con.execute(f"SELECT {', '.join(cols)} FROM {SCHEMA}.user_models ORDER BY name")
+    return [dict(zip(cols, r, strict=True)) for r in rows.fetchall()]
+
+
+def register_stored(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Register the database's user models (their ONNX files written to the cache folder
+    once, named by content)."""
+    names = []
+    for meta in stored(con):
+        if not os.path.exists(_file(meta["name"], meta["hash"])):
+            (blob,) = con.execute(
+                f"SELECT onnx FROM {SCHEMA}.user_models WHERE name = ?", [meta["name"]]
+            ).fetchone()
+            meta = {**meta, "onnx": blob}
+        _register(meta)
+        names.append(meta["name"])
+    return names
+
+
+def _file(name: str, digest: str) -> str:
+    return str(cache_dir() / "user" / f"{name}-{digest[:16]}.onnx")
+
+
+def _register(row: dict) -> ModelSpec:
+    path = _file(row["name"], row["hash"])
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(row["onnx"])
+        os.replace(tmp, path)
+    spec = ModelSpec(
+        name=row["name"],
+        build=_torch_cannot(row["name"]),
+        transform=Transform(
+            row["resize"], row["input_size"], tuple(row["mean"]), tuple(row["std"])
+        ),
+        labels=tuple(row["labels"]),
+        weights=path,
+        family="onnx",
+        description=f"your ONNX model ({row['source']})",
+        onnx=path,
+    )
+    return register_model(spec, replace=True)
+
+
+def _torch_cannot(name: str):
+    def build(weights: str):
+        raise InferenceError(
+            f"model {name!r} is an ONNX model: the torch backend cannot run it, nor can it be"
+            " fine-tuned (use backend onnxruntime or openvino)"
+        )
+
+    return build

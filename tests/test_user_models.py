@@ -1,0 +1,221 @@
+"""Bring your own model: an ONNX classifier stored in the database and planned like a
+built-in. Two real models: EfficientNet-Lite0's real weights exported under a new name (with
+its own input/output names, and once channels-last), and a small CNN trained here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import real_jpegs
+
+import smolql
+from smolql.errors import InferenceError, SmolQLError
+
+torch = pytest.importorskip("torch", reason="exporting the test models needs torch")
+
+SQL = "SELECT file, classify(image, '{}').label AS label FROM photos ORDER BY file"
+
+
+def export(module, path: Path, shape: tuple[int, ...]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(),
+            torch.zeros(*shape),
+            str(path),
+            input_names=["input_1"],
+            output_names=["scores"],
+            dynamic_axes={"input_1": {0: "n"}, "scores": {0: "n"}},
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def lite(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """EfficientNet-Lite0 (real weights) as ONNX, NCHW and NHWC, and its labels file."""
+    from smolql.models.registry import get_model
+
+    spec = get_model("efficientnet_lite0")
+    folder = tmp_path_factory.mktemp("lite")
+    module = spec.load()
+    export(module, folder / "lite.onnx", (1, 3, 224, 224))
+
+    class ChannelsLast(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x.permute(0, 3, 1, 2))
+
+    export(ChannelsLast(module), folder / "lite_nhwc.onnx", (1, 224, 224, 3))
+    (folder / "labels.txt").write_text("\n".join(spec.labels) + "\n")
+    return folder / "lite.onnx", folder / "lite_nhwc.onnx", folder / "labels.txt"
+
+
+@pytest.fixture
+def con(tmp_path, small_dir):
+    warnings.simplefilter("ignore")
+    with smolql.connect(str(tmp_path / "u.duckdb"), backend="onnxruntime") as c:
+        c.create_catalog("photos", str(small_dir), renditions=(), progress=False)
+        yield c
+
+
+def test_an_exported_builtin_under_a_new_name_gives_the_builtins_labels(con, lite):
+    from smolql.models.registry import get_model
+
+    onnx, nhwc, labels = lite
+    t = get_model("efficientnet_lite0").transform
+    same = {"input_size": 224, "resize": t.resize, "mean": t.mean, "std": t.std}
+    con.add_model("mylite", onnx=str(onnx), labels=str(labels), **same)
+    con.add_model("mylite_nhwc", onnx=str(nhwc), labels=str(labels), layout="NHWC", **same)
+    reference = con.sql(SQL.format("efficientnet_lite0")).to_pylist()
+    assert con.sql(SQL.format("mylite")).to_pylist() == reference
+    assert con.sql(SQL.format("mylite_nhwc")).to_pylist() == reference
+    listed = {r["name"]: r for r in con.list_models().to_pylist()}
+    assert (
+        listed["mylite"]["kind"] == "onnx (this database)" and listed["mylite"]["classes"] == 1000
+    )
+    plan = "\n".join(con.sql("EXPLAIN " + SQL.format("mylite"))["plan"].to_pylist())
+    assert "mylite on original, onnxruntime/fp32" in plan
+    con.sql("SET smolql.backend = 'torch'")
+    with pytest.raises(SmolQLError, match="ONNX model: the torch backend cannot run it"):
+        con.sql(SQL.format("mylite"))
+
+
+def test_the_model_travels_with_the_database(con, lite, tmp_path):
+    onnx, _, labels = lite
+    con.add_model("portable", onnx=str(onnx), labels=str(labels), input_size=224)
+    expected = con.sql(SQL.format("portable")).to_pylist()
+    db = con.database
+    con.close()
+    moved = tmp_path / "elsewhere.duckdb"
+    os.replace(db, moved)
+    code = (
+        "import sys, warnings, smolql; warnings.simplefilter('ignore');"
+        "con = smolql.connect(sys.argv[1], backend='onnxruntime');"
+        f"print(con.sql({SQL.format('portable')!r}).to_pylist())"
+    )
+    env = {**os.environ, "SMOLQL_CACHE": str(tmp_path / "fresh-cache")}  # no file of it there
+    out = subprocess.run([sys.executable, "-c", code, str(moved)], capture_output=True,
+                         text=True, env=env, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == str(expected)
+
+
+def test_bad_models_are_refused_with_clear_errors(con, lite, tmp_path):
+    onnx, _, labels = lite
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(os.urandom(2000))
+    with pytest.raises(InferenceError, match=r"not an ONNX model.*junk.onnx"):
+        con.add_model("junk", onnx=str(junk), labels=str(labels), input_size=224)
+    short = tmp_path / "short.txt"
+    short.write_text("\n".join(f"c{i}" for i in range(999)))
+    with pytest.raises(InferenceError, match="gives 1000 scores but the labels file has 999"):
+        con.add_model("short", onnx=str(onnx), labels=str(short), input_size=224)
+    with pytest.raises(InferenceError, match=r"input is \?x3x224x224 but --input-size 192"):
+        con.add_model("small", onnx=str(onnx), labels=str(labels), input_size=192)
+    with pytest.raises(InferenceError, match="built-in model's name"):
+        con.add_model("efficientnet_lite0", onnx=str(onnx), labels=str(labels), input_size=224)
+    assert "junk" not in {r["name"] for r in con.list_models().to_pylist()}
+
+
+def test_a_small_model_trained_here_is_added_from_the_cli_and_classifies(tmp_path, capsys):
+    """Two photographs, a tiny CNN trained on random crops of each to tell them apart."""
+    from PIL import Image
+
+    from smolql.cli import main
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    files = real_jpegs(2)
+    folder = tmp_path / "two"
+    folder.mkdir()
+    pixels = []
+    for f in files:
+        (folder / f.name).write_bytes(f.read_bytes())
+        img = np.asarray(Image.open(f).convert("RGB"))
+        pixels.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255)
+
+    def crops(n: int) -> tuple:
+        xs, ys = [], []
+        for _ in range(n):
+            k = int(rng.integers(2))
+            p = pixels[k]
+            s = int(rng.integers(96, min(p.shape[1:]) + 1))
+            y, x = (int(rng.integers(0, d - s + 1)) for d in p.shape[1:])
+            crop = torch.nn.functional.interpolate(p[None, :, y : y + s, x : x + s], size=(64, 64))
+            xs.append((crop[0] - 0.45) / 0.25)
+            ys.append(k)
+        return torch.stack(xs), torch.tensor(ys)
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, stride=2),
+        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 2),
+    )  # fmt: skip
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(60):
+        x, y = crops(32)
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    export(net, tmp_path / "tiny.onnx", (1, 3, 64, 64))
+    (tmp_path / "tiny.txt").write_text(f"{files[0].stem}\n{files[1].stem}\n")
+    db = str(tmp_path / "t.duckdb")
+    assert main(["catalog", "create", "two", str(folder), "--no-renditions", "--db", db]) == 0
+    args = ["model", "add", "tiny", "--onnx", str(tmp_path / "tiny.onnx"), "--labels",
+            str(tmp_path / "tiny.txt"), "--input-size", "64", "--resize", "64",
+            "--mean", "0.45,0.45,0.45", "--std", "0.25,0.25,0.25", "--db", db]  # fmt: skip
+    assert main(args) == 0
+    assert main(["model", "list", "--db", db]) == 0
+    assert "tiny" in capsys.readouterr().out
+    with smolql.connect(db) as con:
+        got = con.sql("SELECT file, classify(image, 'tiny').label AS label FROM two").to_pylist()
+    assert {r["file"]: r["label"] for r in got} == {f.name: f.stem for f in files}
+
+
+@pytest.mark.slow
+def test_a_user_model_is_profiled_and_quantised_like_a_builtin(lite, tmp_path):
+    """``smolql profile`` plans it (DCT scales, engines, int8 calibrated on the catalog), and
+    ``SET smolql.precision = 'int8'`` then runs the quantised engine."""
+    from conftest import MANIFEST, have_sample, sample_files
+
+    from smolql.cli import main
+    from smolql.models.registry import get_model
+
+    if not have_sample():
+        pytest.skip("needs the labelled ImageNet sample")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for f in sample_files()[:24]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    db = str(tmp_path / "p.duckdb")
+    assert main(["catalog", "create", "c", str(folder), "--no-renditions", "--labels",
+                 str(MANIFEST), "--db", db]) == 0  # fmt: skip
+    onnx, _, labels = lite
+    t = get_model("efficientnet_lite0").transform
+    with smolql.connect(db) as con:
+        con.add_model("mine", onnx=str(onnx), labels=str(labels), input_size=224,
+                      resize=t.resize, mean=t.mean, std=t.std)  # fmt: skip
+    args = ["profile", "c", "--model", "mine", "--precision", "fp32", "--precision", "int8",
+            "--sample", "24", "--repeats", "1", "--no-smaller-inputs", "--db", db,
+            "--plot", str(tmp_path / "p.png")]  # fmt: skip
+    assert main(args) == 0
+    with smolql.connect(db) as con:
+        plans = con.duckdb.execute(
+            "SELECT DISTINCT precision FROM smolql.plan_profiles WHERE model = 'mine'"
+        ).fetchall()
+        assert {p for (p,) in plans} == {"fp32", "int8"}
+        con.sql("SET smolql.precision = 'int8'")
+        q = "SELECT classify(image, 'mine').label AS l FROM c"
+        plan = "\n".join(con.sql("EXPLAIN " + q)["plan"].to_pylist())
+        assert "int8" in plan
+        assert all(con.sql(q)["l"].to_pylist())
