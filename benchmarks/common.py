@@ -39,3 +39,14 @@ def report(rows: list[tuple[str, float, list[float]]], baseline: str) -> None:
     for name, rate, runs in rows:
         spread = ", ".join(f"{r:.0f}" for r in runs)
         print(f"{name:<{width}}  {rate:9.1f}  {rate / base:11.2f}x  [{spread}]")
+
+
+def host_line() -> str:
+    """The host's cores and the CPU flags that change the answer (AVX-512, VNNI, bf16)."""
+    from smolql.backends.cpu import cpu_flags
+
+    flags = cpu_flags()
+    return (
+        f"host: {os.cpu_count()} cores; avx512f {'avx512f' in flags}, VNNI"
+        f" {bool(flags & {'avx512_vnni', 'avx_vnni'})}, bf16 {'avx512_bf16' in flags}"
+    )

@@ -20,10 +20,9 @@ import statistics
 import tempfile
 import warnings
 
-from common import SAMPLE
+from common import SAMPLE, host_line
 
 import smolql
-from smolql.backends.cpu import cpu_flags
 from smolql.models.registry import get_model
 from smolql.planner import rates
 from smolql.planner.cost import CostModel, RunObservation, fit_contention, split_threads
@@ -47,11 +46,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    flags = cpu_flags()
-    print(
-        f"host: {os.cpu_count()} cores; avx512f {'avx512f' in flags}, VNNI"
-        f" {bool(flags & {'avx512_vnni', 'avx_vnni'})}, bf16 {'avx512_bf16' in flags}"
-    )
+    print(host_line())
     folder = tempfile.mkdtemp(prefix="smolql-cost-")
     con = smolql.connect(os.path.join(folder, "c.duckdb"))
     con.create_catalog("photos", str(SAMPLE), renditions=(RENDITION,), progress=False)

@@ -26,9 +26,9 @@ import cv2
 import duckdb
 import numpy as np
 import pyarrow as pa
+from common import host_line
 
 import smolql
-from smolql.backends.cpu import cpu_flags
 from smolql.executor.base import RESULTS
 from smolql.executor.registry import register_executor
 
@@ -91,11 +91,7 @@ def main() -> None:
         raw = baseline(args.images, args.repeats)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    flags = cpu_flags()
-    print(
-        f"host: {os.cpu_count()} cores; avx512f {'avx512f' in flags}, VNNI"
-        f" {bool(flags & {'avx512_vnni', 'avx_vnni'})}, bf16 {'avx512_bf16' in flags}"
-    )
+    print(host_line())
     s, r = statistics.median(smol), statistics.median(raw)
     print(f"{args.images} images, median of {args.repeats}:")
     print(f"  smolql driver (stage + cache + final query)  {s:10.0f} rows/s  {runs(smol)}")

@@ -19,7 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
-from common import SAMPLE, sample_files
+from common import SAMPLE, host_line, sample_files
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from s3server import moto_server
@@ -42,7 +42,6 @@ def main() -> None:
     import boto3
 
     import smolql
-    from smolql.backends.cpu import cpu_flags
 
     files = sample_files()
     with moto_server() as url:
@@ -80,12 +79,7 @@ def main() -> None:
             rows[name] = (ing, query, cached)
             con.drop_catalog("c")
         con.close()
-    flags = cpu_flags()
-    print(
-        f"host: {os.cpu_count()} cores; avx512f {'avx512f' in flags}, VNNI"
-        f" {bool(flags & {'avx512_vnni', 'avx_vnni'})}, bf16 {'avx512_bf16' in flags};"
-        f" {len(files)} images, medians of {args.repeats}"
-    )
+    print(f"{host_line()}; {len(files)} images, medians of {args.repeats}")
     n = len(files)
     print(f"{'source':<12} {'ingest img/s':>13} {'classify img/s':>15} {'cached query s':>15}")
     for name, (ing, query, cached) in rows.items():

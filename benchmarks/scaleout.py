@@ -23,7 +23,7 @@ import time
 import warnings
 from pathlib import Path
 
-from common import SAMPLE
+from common import SAMPLE, host_line
 
 BIN = Path(sys.executable).parent
 MARK = "SMOLQL_SCALEOUT_INSIDE"
@@ -63,7 +63,6 @@ def inside(repeats: int) -> None:
     import ray as ray_module
 
     import smolql
-    from smolql.backends.cpu import cpu_flags
 
     warnings.simplefilter("ignore")
     folder = tempfile.mkdtemp(prefix="smolql-scale-")
@@ -92,11 +91,7 @@ def inside(repeats: int) -> None:
             ray("stop")
     con.close()
     shutil.rmtree(folder, ignore_errors=True)
-    flags = cpu_flags()
-    print(
-        f"host: {os.cpu_count()} cores; avx512f {'avx512f' in flags}, VNNI"
-        f" {bool(flags & {'avx512_vnni', 'avx_vnni'})}, bf16 {'avx512_bf16' in flags}"
-    )
+    print(host_line())
     print(f"plan: {plan}")
     width = max(map(len, rows))
     for name, (r, runs) in rows.items():
