@@ -79,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     madd = msub.add_parser("add", help="store your ONNX classifier in the database",
                            parents=[common])  # fmt: skip
     madd.add_argument("name")
-    madd.add_argument("--onnx", required=True, metavar="FILE", help="the model (ONNX)")
+    what = madd.add_mutually_exclusive_group(required=True)
+    what.add_argument("--onnx", metavar="FILE", help="the model (ONNX)")
+    what.add_argument("--torchvision", metavar="ARCH", help="a torchvision architecture")
+    madd.add_argument("--weights", metavar="FILE", help="its state dict (with --torchvision)")
     madd.add_argument("--labels", required=True, metavar="FILE", help="one label per line")
     madd.add_argument("--input-size", type=int, required=True, help="square input, pixels")
     madd.add_argument("--resize", type=int, help="short side before the centre crop")
@@ -233,6 +236,8 @@ def _model_add(con: Connection, args: argparse.Namespace) -> int:
     con.add_model(
         args.name,
         onnx=args.onnx,
+        torchvision=args.torchvision,
+        weights=args.weights,
         labels=args.labels,
         input_size=args.input_size,
         resize=args.resize,

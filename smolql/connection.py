@@ -117,7 +117,9 @@ class Connection:
         self,
         name: str,
         *,
-        onnx: str,
+        onnx: str | None = None,
+        torchvision: str | None = None,
+        weights: str | None = None,
         labels: str | Sequence[str],
         input_size: int,
         resize: int | None = None,
@@ -125,10 +127,11 @@ class Connection:
         std: Sequence[float] | None = None,
         layout: str = "NCHW",
     ) -> None:
-        """Store a user's ONNX classifier in this database and register it as ``name``
-        (usable as ``classify(image, 'name')``); ``labels`` is a file (one per line, or a
-        JSON list) or the labels themselves; ``resize`` defaults to ``input_size * 8 / 7``
-        and mean/std to ImageNet's."""
+        """Store a user's classifier in this database and register it as ``name`` (usable as
+        ``classify(image, 'name')``): an ONNX file (``onnx``), or a torchvision architecture
+        (``torchvision="resnet18"``) with a state-dict file (``weights``). ``labels`` is a file
+        (one per line, or a JSON list) or the labels themselves; ``resize`` defaults to
+        ``input_size * 8 / 7`` and mean/std to ImageNet's."""
         from smolql.models import user
         from smolql.models.registry import models
 
@@ -142,11 +145,19 @@ class Connection:
             tuple(mean) if mean else user.IMAGENET_MEAN,
             tuple(std) if std else user.IMAGENET_STD,
             layout.upper(),
-            onnx,
+            onnx or weights or "",
         )
         ours = {m["name"] for m in user.stored(self.duckdb)}
+        builtin = set(models()) - ours
+        if (onnx is None) == (torchvision is None) or (torchvision is None) != (weights is None):
+            raise errors.InferenceError(
+                "add_model takes either onnx=FILE, or torchvision=ARCH with weights=FILE"
+            )
         with self._lock:
-            user.add(self.duckdb, model, onnx, builtin=set(models()) - ours)
+            if onnx is not None:
+                user.add(self.duckdb, model, onnx, builtin=builtin)
+            else:
+                user.add_torchvision(self.duckdb, model, torchvision, weights, builtin=builtin)
 
     def list_models(self) -> pa.Table:
         """Every model ``classify`` can use here: built-in, plugin, trained and the user's."""
@@ -157,7 +168,9 @@ class Connection:
         rows = [
             {
                 "name": name,
-                "kind": "onnx (this database)" if name in added else (spec.family or "plugin"),
+                "kind": f"{spec.family} (this database)"
+                if name in added
+                else (spec.family or "plugin"),
                 "input_size": spec.input_size,
                 "classes": len(spec.labels),
                 "description": spec.description,

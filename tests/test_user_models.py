@@ -219,3 +219,32 @@ def test_a_user_model_is_profiled_and_quantised_like_a_builtin(lite, tmp_path):
         plan = "\n".join(con.sql("EXPLAIN " + q)["plan"].to_pylist())
         assert "int8" in plan
         assert all(con.sql(q)["l"].to_pylist())
+
+
+def test_a_torchvision_architecture_with_your_weights_is_stored_and_used(con, tmp_path, capsys):
+    import torchvision
+
+    from smolql.cli import main
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=3)
+    torch.save(net.state_dict(), tmp_path / "r18.pt")
+    (tmp_path / "three.txt").write_text("red\ngreen\nblue\n")
+    db = con.database
+    con.close()
+    args = ["model", "add", "r18", "--torchvision", "resnet18", "--weights",
+            str(tmp_path / "r18.pt"), "--labels", str(tmp_path / "three.txt"),
+            "--input-size", "112", "--db", db]  # fmt: skip
+    assert main(args) == 0
+    (tmp_path / "four.txt").write_text("a\nb\nc\nd\n")
+    bad = [*args[:8], str(tmp_path / "four.txt"), *args[9:]]
+    bad[2] = "r18b"
+    assert main(bad) == 1
+    assert "the weights do not fit torchvision resnet18 with 4 classes" in capsys.readouterr().err
+    with smolql.connect(db) as c:
+        got = c.sql(SQL.format("r18"))["label"].to_pylist()
+        assert got and set(got) <= {"red", "green", "blue"}
+        listed = {r["name"]: r for r in c.list_models().to_pylist()}
+        assert listed["r18"]["kind"] == "torchvision (this database)" and "r18b" not in listed
+        torch_out = c.sql("SET smolql.backend = 'torch'; " + SQL.format("r18"))
+        assert torch_out["label"].to_pylist() == got  # a torch module: every backend runs it

@@ -1,12 +1,17 @@
-"""Users' own models: an ONNX classifier, its labels and its preprocessing, stored in the
-database (``smolql.user_models``: the database stays portable with its models) and registered on
-every connect like a built-in, so that ``classify(image, 'NAME')`` plans and runs it.
+"""Users' own models: an ONNX classifier (or a torchvision architecture with a weights file),
+its labels and its preprocessing, stored in the database (``smolql.user_models``: the database
+stays portable with its models) and registered on every connect like a built-in, so that
+``classify(image, 'NAME')`` plans and runs it.
 
 On ``add`` the ONNX graph is checked and normalised once: one image input (NCHW, 3 channels,
 ``input_size`` square; an NHWC model gets a transpose in front), renamed ``images`` with a
 dynamic batch, and its first output renamed ``logits``; a test inference must give one score
 per label. The torch backend cannot run an ONNX model; ONNX Runtime and OpenVINO (and
 TensorRT on a GPU) can, at fp32, bf16 where the CPU has it, and int8 after calibration.
+
+A torchvision architecture (any of ``torchvision.models``' classifiers, built with one output
+per label) with a state-dict file is a torch module like the built-ins: every backend, smaller
+inputs and low-resolution-aware fine-tuning apply to it.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from smolql.storage.schema import SCHEMA, insert
 
 LAYOUTS = ("NCHW", "NHWC")
 COLUMNS = ("name", "onnx", "hash", "labels", "input_size", "resize", "mean", "std", "layout",
-           "source")  # fmt: skip
+           "source", "arch", "weights")  # fmt: skip
+BLOBS = ("onnx", "weights")
 
 
 @dataclass(frozen=True)
@@ -144,10 +150,7 @@ def _rename(graph, old: str, new: str) -> None:
             value.name = new
 
 
-def add(
-    con: duckdb.DuckDBPyConnection, model: UserModel, onnx_file: str, *, builtin: set[str]
-) -> ModelSpec:
-    """Check, store and register a user's ONNX model (replacing a user model of that name)."""
+def _check(model: UserModel, builtin: set[str]) -> None:
     if model.name in builtin:
         raise InferenceError(f"{model.name!r} is a built-in model's name; choose another")
     if model.layout not in LAYOUTS:
@@ -156,28 +159,84 @@ def add(
         Transform(model.resize, model.input_size, model.mean, model.std)
     except ValueError as e:
         raise InferenceError(f"model {model.name!r}: {e}") from e
+
+
+def _read(path: str, what: str) -> bytes:
     try:
-        with open(onnx_file, "rb") as f:
-            data = f.read()
+        with open(path, "rb") as f:
+            return f.read()
     except OSError as e:
-        raise InferenceError(f"cannot read the ONNX file: {e.strerror or e}", file=onnx_file) from e
-    blob, classes = normalise(data, model.input_size, model.layout, onnx_file)
+        raise InferenceError(f"cannot read the {what}: {e.strerror or e}", file=path) from e
+
+
+def add(
+    con: duckdb.DuckDBPyConnection, model: UserModel, onnx_file: str, *, builtin: set[str]
+) -> ModelSpec:
+    """Check, store and register a user's ONNX model (replacing a user model of that name)."""
+    _check(model, builtin)
+    blob, classes = normalise(_read(onnx_file, "ONNX file"), model.input_size, model.layout,
+                              onnx_file)  # fmt: skip
+    _same_length(classes, model)
+    return _store(con, model, {"onnx": blob, "hash": hashlib.sha256(blob).hexdigest()},
+                  os.path.abspath(onnx_file))  # fmt: skip
+
+
+def add_torchvision(
+    con: duckdb.DuckDBPyConnection,
+    model: UserModel,
+    arch: str,
+    weights_file: str,
+    *,
+    builtin: set[str],
+) -> ModelSpec:
+    """Check, store and register a torchvision architecture with a user's state dict."""
+    import torch
+
+    _check(model, builtin)
+    if model.layout != "NCHW":
+        raise InferenceError("a torchvision model takes NCHW input (no --layout NHWC)")
+    data = _read(weights_file, "weights file")
+    digest = hashlib.sha256(data).hexdigest()
+    path = _materialise(model.name, digest, data, ".pt")
+    try:
+        module = _tv_builder(arch, len(model.labels))(path).eval()
+        with torch.no_grad():
+            out = module(torch.zeros(1, 3, model.input_size, model.input_size))
+    except InferenceError:
+        raise
+    except Exception as e:
+        raise InferenceError(
+            f"the weights do not fit torchvision {arch} with {len(model.labels)} classes"
+            f" ({type(e).__name__}: {str(e)[:300]})",
+            file=weights_file,
+        ) from e
+    _same_length(int(out.shape[-1]), model)
+    return _store(con, model, {"arch": arch, "weights": data, "hash": digest},
+                  os.path.abspath(weights_file))  # fmt: skip
+
+
+def _same_length(classes: int, model: UserModel) -> None:
     if classes != len(model.labels):
         raise InferenceError(
             f"the model gives {classes} scores but the labels file has {len(model.labels)}"
             " labels; they must match one to one"
         )
+
+
+def _store(con: duckdb.DuckDBPyConnection, model: UserModel, payload: dict, source: str):
     row = {
         "name": model.name,
-        "onnx": blob,
-        "hash": hashlib.sha256(blob).hexdigest(),
         "labels": list(model.labels),
         "input_size": model.input_size,
         "resize": model.resize,
         "mean": list(model.mean),
         "std": list(model.std),
         "layout": model.layout,
-        "source": os.path.abspath(onnx_file),
+        "source": source,
+        "onnx": None,
+        "arch": None,
+        "weights": None,
+        **payload,
     }
     con.begin()
     try:
@@ -190,52 +249,87 @@ def add(
     return _register(row)
 
 
-def stored(con: duckdb.DuckDBPyConnection, *, with_onnx: bool = False) -> list[dict]:
-    cols = COLUMNS if with_onnx else tuple(c for c in COLUMNS if c != "onnx")
+def stored(con: duckdb.DuckDBPyConnection, *, with_blobs: bool = False) -> list[dict]:
+    cols = COLUMNS if with_blobs else tuple(c for c in COLUMNS if c not in BLOBS)
     rows = con.execute(f"SELECT {', '.join(cols)} FROM {SCHEMA}.user_models ORDER BY name")
     return [dict(zip(cols, r, strict=True)) for r in rows.fetchall()]
 
 
 def register_stored(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Register the database's user models (their ONNX files written to the cache folder
-    once, named by content)."""
+    """Register the database's user models (their files written to the cache folder once,
+    named by content)."""
     names = []
     for meta in stored(con):
-        if not os.path.exists(_file(meta["name"], meta["hash"])):
-            (blob,) = con.execute(
-                f"SELECT onnx FROM {SCHEMA}.user_models WHERE name = ?", [meta["name"]]
+        if not os.path.exists(_file(meta)):
+            blobs = con.execute(
+                f"SELECT onnx, weights FROM {SCHEMA}.user_models WHERE name = ?", [meta["name"]]
             ).fetchone()
-            meta = {**meta, "onnx": blob}
+            meta = {**meta, "onnx": blobs[0], "weights": blobs[1]}
         _register(meta)
         names.append(meta["name"])
     return names
 
 
-def _file(name: str, digest: str) -> str:
-    return str(cache_dir() / "user" / f"{name}-{digest[:16]}.onnx")
+def _file(row: dict) -> str:
+    suffix = ".pt" if row.get("arch") else ".onnx"
+    return str(cache_dir() / "user" / f"{row['name']}-{row['hash'][:16]}{suffix}")
 
 
-def _register(row: dict) -> ModelSpec:
-    path = _file(row["name"], row["hash"])
+def _materialise(name: str, digest: str, data: bytes | None, suffix: str) -> str:
+    path = str(cache_dir() / "user" / f"{name}-{digest[:16]}{suffix}")
     if not os.path.exists(path):
+        if data is None:
+            raise InferenceError(f"model {name!r}: its stored file is missing")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "wb") as f:
-            f.write(row["onnx"])
+            f.write(data)
         os.replace(tmp, path)
-    spec = ModelSpec(
-        name=row["name"],
-        build=_torch_cannot(row["name"]),
-        transform=Transform(
-            row["resize"], row["input_size"], tuple(row["mean"]), tuple(row["std"])
-        ),
-        labels=tuple(row["labels"]),
-        weights=path,
-        family="onnx",
-        description=f"your ONNX model ({row['source']})",
-        onnx=path,
-    )
+    return path
+
+
+def _register(row: dict) -> ModelSpec:
+    transform = Transform(row["resize"], row["input_size"], tuple(row["mean"]), tuple(row["std"]))
+    labels = tuple(row["labels"])
+    if row.get("arch"):
+        path = _materialise(row["name"], row["hash"], row.get("weights"), ".pt")
+        spec = ModelSpec(
+            name=row["name"],
+            build=_tv_builder(row["arch"], len(labels)),
+            transform=transform,
+            labels=labels,
+            weights=path,
+            family="torchvision",
+            description=f"torchvision {row['arch']} with your weights ({row['source']})",
+        )
+    else:
+        path = _materialise(row["name"], row["hash"], row.get("onnx"), ".onnx")
+        spec = ModelSpec(
+            name=row["name"],
+            build=_torch_cannot(row["name"]),
+            transform=transform,
+            labels=labels,
+            weights=path,
+            family="onnx",
+            description=f"your ONNX model ({row['source']})",
+            onnx=path,
+        )
     return register_model(spec, replace=True)
+
+
+def _tv_builder(arch: str, classes: int):
+    def build(weights: str):
+        import torch
+        import torchvision
+
+        make = getattr(torchvision.models, arch, None)
+        if make is None or not callable(make) or arch.startswith("_"):
+            raise InferenceError(f"torchvision has no model {arch!r}")
+        module = make(weights=None, num_classes=classes)
+        module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return module
+
+    return build
 
 
 def _torch_cannot(name: str):

@@ -51,7 +51,7 @@ _DDL = (
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.user_models (
         name VARCHAR, onnx BLOB, hash VARCHAR, labels VARCHAR[], input_size INTEGER,
         resize INTEGER, mean DOUBLE[], std DOUBLE[], layout VARCHAR, source VARCHAR,
-        added TIMESTAMP)""",
+        arch VARCHAR, weights BLOB, added TIMESTAMP)""",
 )
 
 # The system schema's version, and how to bring an older database up to it. A database without
