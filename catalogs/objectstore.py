@@ -5,7 +5,8 @@ A catalog location is a prefix (``s3://bucket/photos/``, listed recursively); an
 object's URI. Endpoints and credentials come the way fsspec and the cloud SDKs take them
 (``FSSPEC_S3_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` ..., or
 ``fsspec.config.conf``). An object's signature is (size, last-modified ns, a hash of its ETag,
-0): a refresh or a query sees any overwrite, even one of the same size. Transient failures
+0): a refresh or a query sees any overwrite, even one of the same size; an object without an
+ETag (a plain web server) is re-read and hashed at every check instead. Transient failures
 (connection resets, timeouts, 5xx, throttling) are retried with exponential backoff, on top of
 the SDK's own retries; a missing bucket or key and missing credentials fail at once, with the
 URI.
@@ -20,6 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 from smolql.catalogs.local import is_image_name
@@ -87,10 +89,21 @@ def _retrying(uri: str, call: Callable[[], T]) -> T:
 
 
 def _signature(info: dict) -> Signature:
+    """(size, last-modified ns, a hash of the ETag, 0). Without an ETag (a plain web server)
+    a same-size overwrite within the same second would look unchanged, so such an object gets
+    a signature that never matches an earlier one: every check re-reads and hashes it."""
     modified = info.get("LastModified") or info.get("last_modified") or info.get("mtime")
+    if isinstance(modified, str) or modified is None:
+        modified = info.get("Last-Modified") or modified
+        try:
+            modified = parsedate_to_datetime(modified) if isinstance(modified, str) else None
+        except (TypeError, ValueError):
+            modified = None
     ns = int(modified.timestamp() * 1e9) if hasattr(modified, "timestamp") else 0
     tag = str(info.get("ETag") or info.get("etag") or info.get("md5") or "")
-    tag_int = int.from_bytes(hashlib.sha1(tag.encode()).digest()[:7], "big") if tag else 0
+    if not tag:
+        return (int(info.get("size") or 0), ns, time.time_ns(), 1)  # unverifiable
+    tag_int = int.from_bytes(hashlib.sha1(tag.encode()).digest()[:7], "big")
     return (int(info.get("size") or 0), ns, tag_int, 0)
 
 

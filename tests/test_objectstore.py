@@ -6,6 +6,7 @@ server that fails 10% of requests; a bucket deleted mid-query."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -216,3 +217,52 @@ def test_a_manifest_can_list_objects_and_local_files_together(s3, tmp_path):
         got = con.sql("SELECT path, tag, classify(image).label AS label FROM mixed ORDER BY tag")
         assert got["path"].to_pylist() == paths[:2] + [str(local / f.name) for f in files[2:]]
         assert all(got["label"].to_pylist())
+
+
+def test_images_on_a_plain_web_server_listed_in_a_manifest(tmp_path):
+    """http:// URIs (a real HTTP server on 127.0.0.1, no ETags): the same catalog and answers
+    as local disk, and a same-size overwrite within the same second is still seen."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pytest.importorskip("aiohttp", reason="http(s) images need aiohttp (pip install aiohttp)")
+    files = real_jpegs(6)
+    www = tmp_path / "www"
+    www.mkdir()
+    for f in files:
+        shutil.copy2(f, www / f.name)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(www)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        pq.write_table(pa.table({"uri": [base + f.name for f in files]}), tmp_path / "web.parquet")
+        warnings.simplefilter("ignore")
+        with smolql.connect(str(tmp_path / "w.duckdb")) as con:
+            con.create_catalog("web", str(tmp_path / "web.parquet"), renditions=(), progress=False)
+            con.create_catalog("disk", str(www), renditions=(), progress=False)
+            hashes = "SELECT file, hash FROM {} ORDER BY file"
+            assert (
+                con.sql(hashes.format("web")).to_pylist()
+                == con.sql(hashes.format("disk")).to_pylist()
+            )
+            before = {r["file"]: r["label"] for r in con.sql(CLASSIFY.format("web")).to_pylist()}
+            target = www / files[0].name
+            size = target.stat().st_size
+            other = (files[1].read_bytes() + b"\0" * size)[:size]
+            stamp = target.stat().st_mtime
+            target.write_bytes(other)
+            os.utime(target, (stamp, stamp))  # same size, same Last-Modified
+            after = {r["file"]: r["label"] for r in con.sql(CLASSIFY.format("web")).to_pylist()}
+            assert after[files[0].name] == before[files[1].name]
+    finally:
+        server.shutdown()
+        server.server_close()
