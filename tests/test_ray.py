@@ -33,6 +33,9 @@ import ray
 con.create_catalog("loc", sys.argv[3], renditions=("96:jpeg:80",), progress=False)
 con.sql("SET smolql.executor = 'ray'")
 remote = con.sql(sql).to_pylist()
+analyze = con.sql("EXPLAIN ANALYZE " + sql)["plan"].to_pylist()  # both workers are up now
+print(*analyze, sep=chr(10))
+print("per node:", len([x for x in analyze if x.strip().startswith("node 127.0.0.1/")]))
 
 # Ingest on Ray (probe, hash, renditions as Ray tasks; the driver commits) equals local ingest.
 import hashlib
@@ -129,10 +132,6 @@ killer.join()
 cache = "SELECT count(*), count(DISTINCT hash) FROM smolql.udf_cache"
 rows = con.duckdb.execute(cache).fetchall()
 print("killed:", len(killed), "identical:", after_kill == local, "cache rows, distinct:", rows[0])
-con.sql("SET smolql.cache = off")
-analyze = con.sql("EXPLAIN ANALYZE " + sql)["plan"].to_pylist()
-print(*analyze, sep=chr(10))
-print("per node:", len([x for x in analyze if x.strip().startswith("node 127.0.0.1/")]))
 
 # The driver killed mid-query (SIGKILL at a seeded moment while it writes the cache): the
 # database opens, the cache has no duplicate or partial row, a re-run gives the same rows.
@@ -152,6 +151,15 @@ again = con.sql(sql).to_pylist()
 final = con.duckdb.execute(cache).fetchall()[0]
 print("driver killed:", child.returncode, "no duplicates:", rows[0] == rows[1],
       "identical:", again == local, "cache after:", final)
+
+# Idle workers are released ($SMOLQL_RAY_IDLE_S) so that a quiet driver frees the cluster.
+os.environ["SMOLQL_RAY_IDLE_S"] = "1"
+con.duckdb.execute("DELETE FROM smolql.udf_cache")
+con.sql(sql)
+before = len(pids("ray::Worker"))
+time.sleep(4)
+print("idle release:", before > 0, len(pids("ray::Worker")) == 0)
+del os.environ["SMOLQL_RAY_IDLE_S"]
 
 # A node killed mid-query (SIGKILL to the second node's raylet and its workers): the query
 # completes on the head node with the same rows.
@@ -255,6 +263,7 @@ def test_the_ray_executor_gives_the_local_executors_rows_on_two_nodes(tmp_path: 
     assert "per node: 2" in out  # EXPLAIN ANALYZE: images/s of each node
     assert f"driver killed: -9 no duplicates: True identical: True cache after: ({n}, {n})" in out
     assert "node killed: 1 identical: True" in out
+    assert "idle release: True True" in out
 
 
 def test_gpu_workers_ask_for_a_gpu_each_on_a_gpu_cluster(small_dir, tmp_path):

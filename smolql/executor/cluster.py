@@ -9,10 +9,12 @@ like the local executor's, each with the node that made it and its seconds there
 metadata ``smolql.node`` / ``smolql.seconds``) for the progress bar and EXPLAIN ANALYZE.
 
 The pool outlives the query: a driver keeps one pool, for the plan it last ran, and the next
-query with that plan starts at once (Ray Data's ``map_batches`` starts its actor pool for every
-dataset it runs: 2.1 s per query on this 2-core host, against a whole 500-image query of 2.4 s
-on the local executor; ``benchmarks/scaleout.py``). Each worker gets at most two chunks at a
-time (backpressure: the driver holds a bounded number of chunks, whatever the catalog's size).
+query with that plan starts at once. Ray Data's ``map_batches`` starts its actor pool for every
+dataset it runs; ``benchmarks/scaleout.py`` measured it (``$SMOLQL_RAY_MODE=data``) at 50 img/s
+against this pool's 124 on the same node, 500 images. The workers are released after
+``$SMOLQL_RAY_IDLE_S`` seconds without a query (default 300), so an idle driver does not hold
+a shared cluster's CPUs. Each worker gets at most two chunks at a time (backpressure: the
+driver holds a bounded number of chunks, whatever the catalog's size).
 
 Faults: a worker that dies (its process killed, its node gone) fails its chunks with
 ``RayActorError``; the driver gives them to the surviving workers and starts a replacement
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
@@ -49,9 +52,11 @@ ADDRESS_ENV = "SMOLQL_RAY_ADDRESS"
 ACTOR_CPUS_ENV = "SMOLQL_RAY_ACTOR_CPUS"
 THREADS_ENV = "SMOLQL_RAY_ACTOR_THREADS"
 SPLIT_ENV = "SMOLQL_RAY_SPLIT"
+IDLE_ENV = "SMOLQL_RAY_IDLE_S"
 MODE_ENV = "SMOLQL_RAY_MODE"  # "data": Ray Data map_batches, an actor pool per query
 WAIT_S = 300.0  # how long a query waits for a worker to start before it gives up
 IN_FLIGHT = 2  # chunks per worker at a time
+START_S = 60.0  # how long a new pool waits for all its workers (then it goes with those up)
 INGEST_CHUNK = 16  # files per ingest task
 
 
@@ -117,10 +122,47 @@ class _Pool:
 
 
 _POOL: _Pool | None = None
+_ACTIVE = 0  # stages of this driver running on the pool now
+_IDLE: threading.Timer | None = None
+_GUARD = threading.RLock()
+
+
+def _begin() -> None:
+    global _ACTIVE, _IDLE
+    with _GUARD:
+        _ACTIVE += 1
+        if _IDLE is not None:
+            _IDLE.cancel()
+            _IDLE = None
+
+
+def _end() -> None:
+    """After the last running stage, release the workers once they have been idle for
+    ``$SMOLQL_RAY_IDLE_S`` seconds (default 300; 0 keeps them while the driver lives)."""
+    global _ACTIVE, _IDLE
+    seconds = float(os.environ.get(IDLE_ENV, "300"))
+    with _GUARD:
+        _ACTIVE -= 1
+        if _ACTIVE == 0 and seconds > 0:
+            _IDLE = threading.Timer(seconds, _release_if_idle)
+            _IDLE.daemon = True
+            _IDLE.start()
+
+
+def _release_if_idle() -> None:
+    with _GUARD:
+        if _ACTIVE == 0:
+            release()
 
 
 def release() -> None:
-    """Stop this driver's workers (they also end with the driver)."""
+    """Stop this driver's workers (they also end with the driver, and after an idle time)."""
+    global _POOL
+    with _GUARD:
+        _release()
+
+
+def _release() -> None:
     global _POOL
     if _POOL is not None:
         import ray
@@ -161,6 +203,7 @@ def _pool(plan: Plan, *, start: bool = True) -> _Pool:
         return pool  # the sizes and options only (Ray Data starts the actors)
     for _ in range(size):
         pool.spawn()
+    pool.settle(START_S)  # a new pool's workers start together: let the first query use all
     _POOL = pool
     return pool
 
@@ -211,6 +254,15 @@ class RayExecutor:
         connect(address)
         logging.getLogger("ray").setLevel(logging.ERROR)
         _export_once(plan)
+        _begin()
+        try:
+            yield from self._run(plan, refs, k, progress)
+        finally:
+            _end()
+
+    def _run(
+        self, plan: Plan, refs: Sequence[ImageRef], k: int, progress: bool | None
+    ) -> Iterator[pa.RecordBatch]:
         if os.environ.get(MODE_ENV) == "data":
             release()  # Ray Data starts its own actors: free the CPUs
         pool = _pool(plan, start=os.environ.get(MODE_ENV) != "data")
@@ -218,9 +270,11 @@ class RayExecutor:
         workers = max(1, pool.size)
         if pool.split:
             size = plan.batch_size
-        else:  # whole batches; about two chunks per worker on a small stage, 8 batches at most
+        else:  # whole batches, about two chunks per worker, 8 batches at most; a stage of
+            # fewer images than a batch per worker is shared out evenly instead
             per = -(-len(refs) // (2 * workers))
             size = plan.batch_size * min(8, max(1, -(-per // plan.batch_size)))
+            size = min(size, max(1, -(-len(refs) // workers)))
         from smolql.executor.progress import NodeProgress
 
         answers = _dataset if os.environ.get(MODE_ENV) == "data" else _dispatch
