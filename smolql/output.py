@@ -103,9 +103,10 @@ def format_table(
 
 
 def write_result(
-    table: pa.Table, fmt: str, output: str | None, stdout: IO[str] = sys.stdout
+    table: pa.Table, fmt: str, output: str | None, stdout: IO[str] | None = None
 ) -> None:
-    """Write ``table`` as ``fmt`` to ``output`` (a path) or to ``stdout``."""
+    """Write ``table`` as ``fmt`` to ``output`` (a path) or to ``stdout`` (default: the
+    ``sys.stdout`` of the moment, so that a redirection made after import is honoured)."""
     if fmt == "parquet":
         if output is None:
             raise ValueError("--format parquet needs --output FILE")
@@ -121,7 +122,7 @@ def write_result(
         text = format_table(table)
         text = text + "\n" if text else ""
     if output is None:
-        stdout.write(text)
+        (stdout or sys.stdout).write(text)
     else:
         with open(output, "w", encoding="utf-8") as f:
             f.write(text)

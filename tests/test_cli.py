@@ -126,3 +126,17 @@ def test_demo_builds_a_catalog_of_real_photographs(tmp_path):
     assert "demo: 14 images, 0 skipped" in result.stdout
     for name in ("chelsea.jpg", "coffee.jpg", "astronaut.jpg", "161:jpeg:75"):
         assert name in result.stdout
+
+
+def test_query_output_follows_stdout_redirected_after_import(tmp_path):
+    """The CLI writes to the sys.stdout of the moment (it once kept the one of import time,
+    so a redirection, a notebook or pytest's capture did not see query results)."""
+    import contextlib
+    import io
+
+    from smolql.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["query", "SELECT 41 + 1 AS answer", "--db", str(tmp_path / "o.duckdb")]) == 0
+    assert "answer" in buf.getvalue() and "42" in buf.getvalue()
