@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import lru_cache
 
 import duckdb
 import pyarrow as pa
@@ -52,41 +53,49 @@ class ManifestSource(Source):
         return sorted(self.columns(location).column("path").to_pylist())
 
     def columns(self, location: str) -> pa.Table:
-        """The manifest as a table: ``path`` (resolved) and its other columns."""
-        reader = READERS[os.path.splitext(location)[1].lower()]
-        quoted = "'" + location.replace("'", "''") + "'"
+        """The manifest as a table: ``path`` (resolved) and its other columns; read once per
+        version of the file (create resolves, lists and joins it)."""
         try:
-            table = duckdb.connect().execute(f"SELECT * FROM {reader}({quoted})").to_arrow_table()
-        except duckdb.Error as e:
-            raise CatalogInputError(f"cannot read the manifest: {e}", file=location) from e
-        names = {n.lower(): n for n in table.column_names}
-        key = next((names[k] for k in KEYS if k in names), None)
-        if key is None:
-            raise CatalogInputError(
-                "the manifest has no path or uri column"
-                f" (columns: {', '.join(table.column_names)})",
-                file=location,
-            )
-        folder = os.path.dirname(location)
-        paths = [_resolved(p, folder) for p in table.column(key).to_pylist()]
-        missing = [i for i, p in enumerate(paths) if p is None]
-        if missing:
-            raise CatalogInputError(
-                f"the manifest's row {missing[0] + 1} has no {key}", file=location
-            )
-        seen: set[str] = set()
-        for p in paths:
-            if p in seen:
-                raise CatalogInputError(f"the manifest lists {p} twice", file=location)
-            seen.add(p)
-        rest = table.drop_columns([key])
-        return rest.add_column(0, "path", pa.array(paths, pa.string()))
+            st = os.stat(location)
+        except OSError as e:
+            raise CatalogInputError(f"cannot read the manifest: {e.strerror}", file=location) from e
+        return _read(location, st.st_size, st.st_mtime_ns, st.st_ino)
 
     def stat(self, path: str) -> Signature:
         return source_for(path).stat(path)
 
     def read(self, path: str) -> tuple[bytes, Signature]:
         return source_for(path).read(path)
+
+
+@lru_cache(maxsize=2)  # a large manifest is held only while in use
+def _read(location: str, size: int, mtime_ns: int, inode: int) -> pa.Table:
+    """The manifest's table, for one version of the file (size, mtime, inode)."""
+    reader = READERS[os.path.splitext(location)[1].lower()]
+    quoted = "'" + location.replace("'", "''") + "'"
+    try:
+        table = duckdb.connect().execute(f"SELECT * FROM {reader}({quoted})").to_arrow_table()
+    except duckdb.Error as e:
+        raise CatalogInputError(f"cannot read the manifest: {e}", file=location) from e
+    names = {n.lower(): n for n in table.column_names}
+    key = next((names[k] for k in KEYS if k in names), None)
+    if key is None:
+        raise CatalogInputError(
+            f"the manifest has no path or uri column (columns: {', '.join(table.column_names)})",
+            file=location,
+        )
+    folder = os.path.dirname(location)
+    paths = [_resolved(p, folder) for p in table.column(key).to_pylist()]
+    missing = [i for i, p in enumerate(paths) if p is None]
+    if missing:
+        raise CatalogInputError(f"the manifest's row {missing[0] + 1} has no {key}", file=location)
+    seen: set[str] = set()
+    for p in paths:
+        if p in seen:
+            raise CatalogInputError(f"the manifest lists {p} twice", file=location)
+        seen.add(p)
+    rest = table.drop_columns([key])
+    return rest.add_column(0, "path", pa.array(paths, pa.string()))
 
 
 def _resolved(value: object, folder: str) -> str | None:
