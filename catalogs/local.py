@@ -5,8 +5,10 @@ Registered through the ``smolql.sources`` entry-point group, as any connector wo
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from smolql.catalogs.manifest import is_manifest
 from smolql.errors import CatalogInputError
 from smolql.sources import Signature, Source
 
+TMP_MARK = ".tmp-"  # in the name of a file being written
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 
 
@@ -65,6 +68,19 @@ class LocalSource(Source):
         with open(path, "rb") as f:
             data = f.read()
             return data, signature(os.fstat(f.fileno()))  # after the read: these bytes'
+
+    def write(self, path: str, data: bytes) -> None:
+        """Written beside the target, then renamed: a killed writer never leaves a half-written
+        file under the final name (the leftovers carry ``.tmp-`` and are swept up)."""
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+
+    def remove(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 def register(register_source: Callable[[Source], Source]) -> None:

@@ -16,6 +16,7 @@ Registered through the ``smolql.sources`` entry-point group, as any connector wo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -152,6 +153,16 @@ class ObjectStoreSource(Source):
             if len(data) == before[0]:
                 return data, before
         raise OSError(f"{path}: the object kept changing while it was read")
+
+    def write(self, path: str, data: bytes) -> None:
+        """One PUT: an object appears whole or not at all."""
+        fs = _filesystem(path)
+        _retrying(path, lambda: fs.pipe_file(path, data))
+
+    def remove(self, path: str) -> None:
+        fs = _filesystem(path)
+        with contextlib.suppress(FileNotFoundError):
+            _retrying(path, lambda: fs.rm_file(path))
 
     def read_range(self, path: str, start: int, end: int) -> bytes:
         """Bytes ``start`` to ``end`` of an object (a ranged read: e.g. a JPEG's header)."""

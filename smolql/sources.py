@@ -53,6 +53,15 @@ class Source(ABC):
         """The image's bytes and the signature they were read under; ``OSError`` if it
         cannot be read."""
 
+    def write(self, path: str, data: bytes) -> None:
+        """Store ``data`` at ``path`` whole or not at all (renditions); sources that only
+        read say so."""
+        raise CatalogInputError(f"the {self.name} source cannot store files ({path})")
+
+    def remove(self, path: str) -> None:
+        """Delete ``path`` if it is there."""
+        raise CatalogInputError(f"the {self.name} source cannot delete files ({path})")
+
 
 _REGISTRY: Registry[Source] = Registry(ENTRY_POINT_GROUP, "catalog source", CatalogInputError)
 
@@ -96,3 +105,15 @@ def io_threads(path: str | None, cpu_threads: int) -> int:
         return max(cpu_threads, source_for(path).concurrency)
     except CatalogInputError:
         return cpu_threads
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def write(path: str, data: bytes) -> None:
+    source_for(path).write(path, data)
+
+
+def remove(path: str) -> None:
+    source_for(path).remove(path)

@@ -266,3 +266,33 @@ def test_images_on_a_plain_web_server_listed_in_a_manifest(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_renditions_can_live_under_an_object_storage_prefix(s3, tmp_path, monkeypatch):
+    from smolql.sources import read
+
+    files = real_jpegs(6)
+    folder = tmp_path / "img"
+    folder.mkdir()
+    for f in files:
+        shutil.copy2(f, folder / f.name)
+    s3.create_bucket(Bucket="rend")
+    spec = ("96:jpeg:80",)
+    with smolql.connect(str(tmp_path / "plain.duckdb")) as con:  # renditions on local disk
+        con.create_catalog("c", str(folder), renditions=spec, progress=False)
+        local = {r[0]: Path(r[-1]).read_bytes() for r in con.duckdb.execute(RENDITIONS, ["c"])
+                 .fetchall()}  # fmt: skip
+    monkeypatch.setenv("SMOLQL_RENDITIONS", "s3://rend/shared/")
+    with smolql.connect(str(tmp_path / "r.duckdb")) as con:
+        con.create_catalog("c", str(folder), renditions=spec, progress=False)
+        rows = con.duckdb.execute(RENDITIONS, ["c"]).fetchall()
+        prefix = "s3://rend/shared/r.duckdb.renditions/c/"
+        assert len(rows) == len(files) and all(r[-1].startswith(prefix) for r in rows)
+        assert {r[0]: read(r[-1])[0] for r in rows} == local  # the same bytes, read back
+        keys = lambda: {o["Key"] for o in s3.list_objects_v2(Bucket="rend").get("Contents", [])}  # noqa: E731
+        assert keys() == {r[-1].removeprefix("s3://rend/") for r in rows}
+        s3.delete_object(Bucket="rend", Key=rows[0][-1].removeprefix("s3://rend/"))
+        again = con.refresh_catalog("c", progress=False)
+        assert again.processed == 1 and len(keys()) == len(files)  # the missing one rewritten
+        con.drop_catalog("c")
+        assert keys() == set()

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 import duckdb
 from tqdm import tqdm
 
+from smolql.errors import CatalogInputError
 from smolql.imaging.decode import turbo
 from smolql.ingest.definition import RenditionSpec
 from smolql.ingest.worker import TMP_MARK, Ingested, Skipped, ingest_file
-from smolql.sources import io_threads, stat
+from smolql.sources import io_threads, is_remote, remove, source_for, stat
 from smolql.storage import catalogs as stored
 
 Runner = Callable[
@@ -103,8 +104,10 @@ def _plan(
 ) -> _Work:
     existing = stored.recorded_files(con, catalog)
     renditions: dict[int, set[str]] = {}
-    for image_id, spec, path in stored.rendition_files(con, catalog):
-        if os.path.exists(path):
+    rows = stored.rendition_files(con, catalog)
+    stored_remotely = _listed(rows)  # object storage: one listing, not a request per file
+    for image_id, spec, path in rows:
+        if path in stored_remotely if is_remote(path) else os.path.exists(path):
             renditions.setdefault(image_id, set()).add(spec)
     wanted = {str(s) for s in specs}
     next_id = max((v[0] for v in existing.values()), default=0) + 1
@@ -124,6 +127,18 @@ def _plan(
         removed_ids=[i for i, _ in gone],
         unchanged=len(existing) - len(gone) - sum(1 for _, p in todo if p in existing),
     )
+
+
+def _listed(rows: list[tuple[int, str, str]]) -> set[str]:
+    """The rendition files present under the object-storage folders ``rows`` name."""
+    folders = {p.rsplit("/", 3)[0] for _, _, p in rows if is_remote(p)}  # <dir>/<spec>/<ab>/f
+    found: set[str] = set()
+    for folder in folders:
+        try:
+            found.update(source_for(folder).list(folder + "/"))
+        except OSError:
+            continue  # unreadable: every file there counts as missing and is written again
+    return found
 
 
 def _changed(path: str, recorded: tuple) -> bool:
@@ -195,9 +210,18 @@ def _commit(
 
 def remove_orphan_files(con: duckdb.DuckDBPyConnection, catalog: str, out_dir: str) -> int:
     """Delete rendition files no row points at (replaced content, leftovers of a killed run)."""
+    keep = {p for _, _, p in stored.rendition_files(con, catalog)}
+    if is_remote(out_dir):
+        try:
+            present = source_for(out_dir).list(out_dir.rstrip("/") + "/")
+        except (OSError, CatalogInputError):
+            return 0  # no folder yet
+        orphans = [p for p in present if p not in keep]
+        for p in orphans:
+            remove(p)
+        return len(orphans)
     if not os.path.isdir(out_dir):
         return 0
-    keep = {p for _, _, p in stored.rendition_files(con, catalog)}
     removed = 0
     for root, _dirs, names in os.walk(out_dir):
         for name in names:

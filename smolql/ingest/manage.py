@@ -15,6 +15,7 @@ from smolql.ingest.definition import parse_specs
 from smolql.ingest.ingest import IngestSummary, Runner, ingest
 from smolql.ingest.scan import resolve_source, scan, source_columns
 from smolql.ops.pipeline import ImageRef
+from smolql.sources import is_remote, remove, source_for
 from smolql.storage import catalogs as stored
 from smolql.storage.images import rendition_rows
 from smolql.storage.schema import RenditionRoot
@@ -92,7 +93,15 @@ def drop(con: duckdb.DuckDBPyConnection, root: RenditionRoot, name: str) -> None
     """Remove a catalog's view, rows, labels and rendition files (never the source images)."""
     get_definition(con, name)
     stored.drop_catalog(con, name)
-    shutil.rmtree(root.catalog_dir(name), ignore_errors=True)
+    folder = root.catalog_dir(name)
+    if is_remote(folder):
+        try:
+            for path in source_for(folder).list(folder.rstrip("/") + "/"):
+                remove(path)
+        except (OSError, CatalogInputError):
+            pass  # nothing stored there (yet)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def names(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -6,7 +6,6 @@ It runs in worker threads: libjpeg-turbo, OpenCV and hashlib release the GIL.
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,7 +15,7 @@ from smolql.imaging.decode import decode_rgb
 from smolql.imaging.encode import encode, shrink_to_short_side
 from smolql.imaging.probe import probe
 from smolql.ingest.definition import RenditionSpec
-from smolql.sources import read
+from smolql.sources import read, write
 
 TMP_MARK = ".tmp-"
 
@@ -108,11 +107,5 @@ def _write(pixels, spec: RenditionSpec, digest: str, out_dir: str) -> Rendition:
     small = shrink_to_short_side(pixels, spec.short_side)
     data = encode(small, spec.format, spec.quality)
     target = rendition_path(out_dir, spec, digest)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    # Write beside the target, then rename: a killed ingest never leaves a half-written file
-    # under a final name.
-    tmp = f"{target}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, target)
+    write(target, data)  # whole or not at all (local: temp file + rename; object store: a PUT)
     return Rendition(str(spec), target, small.shape[1], small.shape[0], len(data))

@@ -206,9 +206,10 @@ RENDITIONS_ENV = "SMOLQL_RENDITIONS"
 
 class RenditionRoot:
     """Where rendition files live: ``<db>.renditions/`` beside the database file, or in the
-    folder ``$SMOLQL_RENDITIONS`` names (e.g. a file system every Ray node mounts), as
-    ``<that folder>/<db file name>.renditions/``. Rows record each file's full path, so moving
-    the root later does not lose earlier renditions.
+    folder or object-storage prefix ``$SMOLQL_RENDITIONS`` names (e.g. a file system every Ray
+    node mounts, or ``s3://bucket/renditions``), as ``<that>/<db file name>.renditions/``.
+    Rows record each file's full path, so moving the root later does not lose earlier
+    renditions.
 
     An in-memory database gets a temporary folder that is removed on :meth:`close`.
     """
@@ -218,6 +219,8 @@ class RenditionRoot:
         shared = os.environ.get(RENDITIONS_ENV)
         if self.temporary:
             self.path = tempfile.mkdtemp(prefix="smolql-renditions-")
+        elif shared and "://" in shared:  # an object-storage prefix every node reaches
+            self.path = f"{shared.rstrip('/')}/{os.path.basename(db_path)}.renditions"
         elif shared:
             self.path = os.path.join(os.path.abspath(shared), os.path.basename(db_path))
             self.path += ".renditions"
