@@ -15,9 +15,8 @@ from pathlib import Path
 from smolql.catalogs.manifest import is_manifest
 
 from smolql.errors import CatalogInputError
-from smolql.sources import Signature, Source
+from smolql.sources import TMP_MARK, Signature, Source
 
-TMP_MARK = ".tmp-"  # in the name of a file being written
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 
 

@@ -74,7 +74,7 @@ def _read(location: str, size: int, mtime_ns: int, inode: int) -> pa.Table:
     reader = READERS[os.path.splitext(location)[1].lower()]
     quoted = "'" + location.replace("'", "''") + "'"
     try:
-        table = duckdb.connect().execute(f"SELECT * FROM {reader}({quoted})").to_arrow_table()
+        table = duckdb.connect().sql(f"SELECT * FROM {reader}({quoted})").to_arrow_table()
     except duckdb.Error as e:
         raise CatalogInputError(f"cannot read the manifest: {e}", file=location) from e
     names = {n.lower(): n for n in table.column_names}

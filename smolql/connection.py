@@ -19,6 +19,7 @@ from smolql.ingest import manage
 from smolql.ingest.definition import DEFAULT_RENDITIONS
 from smolql.ingest.ingest import IngestSummary
 from smolql.storage.schema import RenditionRoot, close_database, open_database
+from smolql.storage.user_models import user_models
 
 EXECUTOR_ENV = "SMOLQL_EXECUTOR"  # the default executor of new connections (e.g. "ray")
 
@@ -56,10 +57,12 @@ class Connection:
         # threadsafety 1 does not require sharing, but it must never corrupt or crash).
         self._lock = threading.RLock()
         from smolql.lowres.trained import register_stored
-        from smolql.models import user
 
         register_stored(self.duckdb)
-        user.register_stored(self.duckdb)
+        if user_models(self.duckdb):  # only then load the model machinery at connect
+            from smolql.models import user
+
+            user.register_stored(self.duckdb)
 
     # -- PEP 249 -----------------------------------------------------------------------------
 
@@ -147,7 +150,7 @@ class Connection:
             layout.upper(),
             onnx or weights or "",
         )
-        ours = {m["name"] for m in user.stored(self.duckdb)}
+        ours = {m["name"] for m in user_models(self.duckdb)}
         builtin = set(models()) - ours
         if (onnx is None) == (torchvision is None) or (torchvision is None) != (weights is None):
             raise errors.InferenceError(
@@ -161,10 +164,9 @@ class Connection:
 
     def list_models(self) -> pa.Table:
         """Every model ``classify`` can use here: built-in, plugin, trained and the user's."""
-        from smolql.models import user
         from smolql.models.registry import models
 
-        added = {m["name"]: m for m in user.stored(self.duckdb)}
+        added = {m["name"]: m for m in user_models(self.duckdb)}
         rows = [
             {
                 "name": name,

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from smolql.errors import CatalogInputError
-from smolql.sources import Signature, read, source_for, stat
+from smolql.sources import Signature, io_threads, read, stat
 from smolql.storage.schema import image_signatures
 
 HASH_BYTES = 16  # BLAKE2b-128, as ingest records it
@@ -64,7 +63,7 @@ def resolve(con: duckdb.DuckDBPyConnection, images: Iterable[dict]) -> dict[tupl
     values = {(img["path"], img["hash"]): img for img in images}
     recorded = _recorded(con, values.values())
     first = next((k[0] for k in values if isinstance(k[0], str) and k[0]), None)
-    threads = _concurrency(first) if first else 1
+    threads = io_threads(first, 1)
     items = list(values.items())
 
     def one(item: tuple[tuple, dict]) -> Current:
@@ -75,13 +74,6 @@ def resolve(con: duckdb.DuckDBPyConnection, images: Iterable[dict]) -> dict[tupl
         with ThreadPoolExecutor(threads, thread_name_prefix="smolql-fresh") as pool:
             return {k: c for (k, _), c in zip(items, pool.map(one, items), strict=True)}
     return {k: one((k, img)) for k, img in items}
-
-
-def _concurrency(path: str) -> int:
-    try:
-        return source_for(path).concurrency
-    except CatalogInputError:  # no source reads it: each value gets its own error below
-        return 1
 
 
 def _recorded(con: duckdb.DuckDBPyConnection, images: Iterable[dict]) -> dict[tuple, tuple]:

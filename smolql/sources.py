@@ -24,6 +24,7 @@ from smolql.registry import Registry
 
 ENTRY_POINT_GROUP = "smolql.sources"
 Signature = tuple[int, int, int, int]
+TMP_MARK = ".tmp-"  # in the name of a file being written (swept up if its writer died)
 
 
 class Source(ABC):
@@ -117,3 +118,12 @@ def write(path: str, data: bytes) -> None:
 
 def remove(path: str) -> None:
     source_for(path).remove(path)
+
+
+def files_under(folder: str) -> list[str]:
+    """The files a source lists under a remote folder; none if it is missing or unreadable
+    (then every file there counts as absent)."""
+    try:
+        return source_for(folder).list(folder.rstrip("/") + "/")
+    except (OSError, CatalogInputError):
+        return []

@@ -89,7 +89,6 @@ class _Pool:
     size: int
     live: list[Any] = field(default_factory=list)
     starting: dict[Any, Any] = field(default_factory=dict)  # ready() future -> worker
-    nodes: dict[Any, str] = field(default_factory=dict)
 
     def spawn(self) -> None:
         import ray
@@ -110,7 +109,7 @@ class _Pool:
         for f in ready:
             actor = self.starting.pop(f)
             try:
-                self.nodes[actor] = ray.get(f)[0]
+                ray.get(f)  # raises what kept the worker from opening the engine
             except ray.exceptions.RayActorError as e:
                 raise ExecutionError(f"a Ray worker could not open the engine: {e}") from e
             self.live.append(actor)
@@ -118,7 +117,6 @@ class _Pool:
     def drop(self, actor: Any) -> None:
         if actor in self.live:
             self.live.remove(actor)
-            self.nodes.pop(actor, None)
 
 
 _POOL: _Pool | None = None
@@ -263,9 +261,10 @@ class RayExecutor:
     def _run(
         self, plan: Plan, refs: Sequence[ImageRef], k: int, progress: bool | None
     ) -> Iterator[pa.RecordBatch]:
-        if os.environ.get(MODE_ENV) == "data":
+        data = os.environ.get(MODE_ENV) == "data"
+        if data:
             release()  # Ray Data starts its own actors: free the CPUs
-        pool = _pool(plan, start=os.environ.get(MODE_ENV) != "data")
+        pool = _pool(plan, start=not data)
         pool.settle(0)
         workers = max(1, pool.size)
         if pool.split:
@@ -277,7 +276,7 @@ class RayExecutor:
             size = min(size, max(1, -(-len(refs) // workers)))
         from smolql.executor.progress import NodeProgress
 
-        answers = _dataset if os.environ.get(MODE_ENV) == "data" else _dispatch
+        answers = _dataset if data else _dispatch
         with NodeProgress(len(refs), plan.spec.name, progress) as bar:
             for done in answers(pool, _chunks(refs, size), k):
                 bar.update(done.node, done.results.num_rows, done.seconds)

@@ -10,7 +10,6 @@ that made it and the seconds it took there. Errors name the node.
 
 from __future__ import annotations
 
-import os
 import pickle
 import time
 from dataclasses import dataclass, replace
@@ -57,9 +56,9 @@ class Worker:
         )
         self.node = node_name()
 
-    def ready(self) -> tuple[str, int]:
-        """Where it runs, and its process id (the tests kill it by that)."""
-        return self.node, os.getpid()
+    def ready(self) -> str:
+        """Where it runs (answered once the engine is open)."""
+        return self.node
 
     def classify(self, refs: list[ImageRef], k: int) -> Done:
         """Decode and infer ``refs`` (keyed by input position), overlapping the two."""

@@ -24,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from smolql.errors import CatalogInputError
-from smolql.storage.schema import SCHEMA
+from smolql.storage.catalogs import replace_boxes
 
 TABLE_READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".jsonl": "read_json"}
 BOX_COLUMNS = ("x", "y", "w", "h")
@@ -46,9 +46,7 @@ def read_boxes(path: str) -> pa.Table:
     quoted = "'" + path.replace("'", "''") + "'"
     try:
         table = (
-            duckdb.connect()
-            .execute(f"SELECT * FROM {TABLE_READERS[ext]}({quoted})")
-            .to_arrow_table()
+            duckdb.connect().sql(f"SELECT * FROM {TABLE_READERS[ext]}({quoted})").to_arrow_table()
         )
     except duckdb.Error as e:
         raise CatalogInputError(f"cannot read the annotations: {e}", file=path) from e
@@ -63,9 +61,12 @@ def read_boxes(path: str) -> pa.Table:
         )
     files = [None if f is None else os.path.basename(str(f)) for f in table[key].to_pylist()]
     out = {"file": pa.array(files, pa.string()), "box_id": pa.array(range(1, len(files) + 1))}
-    for c in BOX_COLUMNS:
-        out[c] = table[names[c]].cast(pa.float64())
-    out["label"] = table[names["label"]].cast(pa.string())
+    try:
+        for c in BOX_COLUMNS:
+            out[c] = table[names[c]].cast(pa.float64())
+        out["label"] = table[names["label"]].cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise CatalogInputError(f"box columns x, y, w, h must be numbers: {e}", file=path) from e
     used = {key, *(names[c] for c in (*BOX_COLUMNS, "label"))}
     for c in table.column_names:
         if c not in used and c.lower() not in out:
@@ -115,18 +116,5 @@ def attach(
     view = name or f"{catalog}_boxes"
     if not NAME.match(view):
         raise CatalogInputError(f"boxes view name {view!r}: use letters, digits and _")
-    table = f'{SCHEMA}."boxes_{catalog}"'
-    con.begin()
-    try:
-        con.register("__smolql_boxes", boxes)
-        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM __smolql_boxes")
-        con.unregister("__smolql_boxes")
-        con.execute(
-            f'CREATE OR REPLACE VIEW "{view}" AS SELECT i.id AS image_id, b.* FROM {table} b'
-            f" LEFT JOIN {SCHEMA}.images i ON i.catalog = '{catalog}' AND i.file = b.file"
-        )
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
+    replace_boxes(con, catalog, boxes, view)
     return view

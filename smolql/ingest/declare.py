@@ -63,6 +63,11 @@ def parse(text: str, folder: str, where: str = "<text>") -> CatalogFile:
     if not isinstance(renditions, list) or not all(isinstance(r, str) for r in renditions):
         raise CatalogInputError("renditions must be a list of specs (e.g. [\"161:jpeg:75\"])",
                                 file=where)  # fmt: skip
+    queries, images = doc.get("queries", []), doc.get("images", {})
+    if not isinstance(queries, list) or not all(isinstance(q, dict) for q in queries):
+        raise CatalogInputError("queries must be [[queries]] tables (title, sql)", file=where)
+    if not isinstance(images, dict):
+        raise CatalogInputError("images must be a table of file = format", file=where)
     max_pixels = doc.get("max_pixels")
     if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels <= 0):
         raise CatalogInputError("max_pixels must be a positive integer", file=where)
@@ -85,8 +90,8 @@ def parse(text: str, folder: str, where: str = "<text>") -> CatalogFile:
         boxes=path("boxes"),
         max_pixels=max_pixels,
         description=str(doc.get("description", "")),
-        queries=tuple(doc.get("queries", ())),
-        images=dict(doc.get("images", {})),
+        queries=tuple(queries),
+        images=dict(images),
     )
 
 

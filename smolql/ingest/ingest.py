@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 import duckdb
 from tqdm import tqdm
 
-from smolql.errors import CatalogInputError
 from smolql.imaging.decode import turbo
 from smolql.ingest.definition import RenditionSpec
-from smolql.ingest.worker import TMP_MARK, Ingested, Skipped, ingest_file
-from smolql.sources import io_threads, is_remote, remove, source_for, stat
+from smolql.ingest.worker import Ingested, Skipped, ingest_file
+from smolql.sources import TMP_MARK, files_under, io_threads, is_remote, remove, stat
 from smolql.storage import catalogs as stored
 
 Runner = Callable[
@@ -130,15 +129,10 @@ def _plan(
 
 
 def _listed(rows: list[tuple[int, str, str]]) -> set[str]:
-    """The rendition files present under the object-storage folders ``rows`` name."""
+    """The rendition files present under the object-storage folders ``rows`` name (one
+    listing each, not a request per file)."""
     folders = {p.rsplit("/", 3)[0] for _, _, p in rows if is_remote(p)}  # <dir>/<spec>/<ab>/f
-    found: set[str] = set()
-    for folder in folders:
-        try:
-            found.update(source_for(folder).list(folder + "/"))
-        except OSError:
-            continue  # unreadable: every file there counts as missing and is written again
-    return found
+    return {f for folder in folders for f in files_under(folder)}
 
 
 def _changed(path: str, recorded: tuple) -> bool:
@@ -212,11 +206,7 @@ def remove_orphan_files(con: duckdb.DuckDBPyConnection, catalog: str, out_dir: s
     """Delete rendition files no row points at (replaced content, leftovers of a killed run)."""
     keep = {p for _, _, p in stored.rendition_files(con, catalog)}
     if is_remote(out_dir):
-        try:
-            present = source_for(out_dir).list(out_dir.rstrip("/") + "/")
-        except (OSError, CatalogInputError):
-            return 0  # no folder yet
-        orphans = [p for p in present if p not in keep]
+        orphans = [p for p in files_under(out_dir) if p not in keep]
         for p in orphans:
             remove(p)
         return len(orphans)

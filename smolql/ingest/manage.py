@@ -15,7 +15,7 @@ from smolql.ingest.definition import parse_specs
 from smolql.ingest.ingest import IngestSummary, Runner, ingest
 from smolql.ingest.scan import resolve_source, scan, source_columns
 from smolql.ops.pipeline import ImageRef
-from smolql.sources import is_remote, remove, source_for
+from smolql.sources import files_under, is_remote, remove
 from smolql.storage import catalogs as stored
 from smolql.storage.images import rendition_rows
 from smolql.storage.schema import RenditionRoot
@@ -95,11 +95,8 @@ def drop(con: duckdb.DuckDBPyConnection, root: RenditionRoot, name: str) -> None
     stored.drop_catalog(con, name)
     folder = root.catalog_dir(name)
     if is_remote(folder):
-        try:
-            for path in source_for(folder).list(folder.rstrip("/") + "/"):
-                remove(path)
-        except (OSError, CatalogInputError):
-            pass  # nothing stored there (yet)
+        for path in files_under(folder):
+            remove(path)
     else:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -17,8 +17,6 @@ from smolql.imaging.probe import probe
 from smolql.ingest.definition import RenditionSpec
 from smolql.sources import read, write
 
-TMP_MARK = ".tmp-"
-
 
 @dataclass(frozen=True)
 class Rendition:

@@ -29,12 +29,9 @@ from smolql.models.export import INPUT_NAME, OUTPUT_NAME, cache_dir
 from smolql.models.registry import register_model
 from smolql.models.spec import ModelSpec
 from smolql.ops.transform import IMAGENET_MEAN, IMAGENET_STD, Transform
-from smolql.storage.schema import SCHEMA, insert
+from smolql.storage.user_models import replace_user_model, user_model_files, user_models
 
 LAYOUTS = ("NCHW", "NHWC")
-COLUMNS = ("name", "onnx", "hash", "labels", "input_size", "resize", "mean", "std", "layout",
-           "source", "arch", "weights")  # fmt: skip
-BLOBS = ("onnx", "weights")
 
 
 @dataclass(frozen=True)
@@ -238,33 +235,17 @@ def _store(con: duckdb.DuckDBPyConnection, model: UserModel, payload: dict, sour
         "weights": None,
         **payload,
     }
-    con.begin()
-    try:
-        con.execute(f"DELETE FROM {SCHEMA}.user_models WHERE name = ?", [model.name])
-        insert(con, "user_models", row, now=("added",))
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
+    replace_user_model(con, row)
     return _register(row)
-
-
-def stored(con: duckdb.DuckDBPyConnection, *, with_blobs: bool = False) -> list[dict]:
-    cols = COLUMNS if with_blobs else tuple(c for c in COLUMNS if c not in BLOBS)
-    rows = con.execute(f"SELECT {', '.join(cols)} FROM {SCHEMA}.user_models ORDER BY name")
-    return [dict(zip(cols, r, strict=True)) for r in rows.fetchall()]
 
 
 def register_stored(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Register the database's user models (their files written to the cache folder once,
     named by content)."""
     names = []
-    for meta in stored(con):
+    for meta in user_models(con):
         if not os.path.exists(_file(meta)):
-            blobs = con.execute(
-                f"SELECT onnx, weights FROM {SCHEMA}.user_models WHERE name = ?", [meta["name"]]
-            ).fetchone()
-            meta = {**meta, "onnx": blobs[0], "weights": blobs[1]}
+            meta = {**meta, **user_model_files(con, meta["name"])}
         _register(meta)
         names.append(meta["name"])
     return names

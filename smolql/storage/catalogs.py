@@ -163,6 +163,25 @@ def create_view(
     con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {sql}')
 
 
+def replace_boxes(con: duckdb.DuckDBPyConnection, catalog: str, boxes: pa.Table, view: str) -> None:
+    """Store a catalog's boxes (``smolql."boxes_<catalog>"``) and (re)create the view that
+    joins them to its images by file name, in one transaction."""
+    table = f'{SCHEMA}."boxes_{catalog}"'
+    con.begin()
+    try:
+        con.register("__smolql_boxes", boxes)
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM __smolql_boxes")
+        con.unregister("__smolql_boxes")
+        con.execute(
+            f'CREATE OR REPLACE VIEW "{view}" AS SELECT i.id AS image_id, b.* FROM {table} b'
+            f" LEFT JOIN {SCHEMA}.images i ON i.catalog = '{catalog}' AND i.file = b.file"
+        )
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
 def totals(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, Any]:
     """Counts for ``catalog show``: images and bytes, renditions per spec, recorded errors."""
     images, total_bytes = fetch_one(
