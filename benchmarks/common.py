@@ -19,6 +19,18 @@ def sample_files() -> list[Path]:
     return files
 
 
+def median_seconds(run: Callable[[], object], repeats: int, warmup: int = 0) -> float:
+    """Median wall seconds of ``run()`` over ``repeats`` calls, after ``warmup`` untimed."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def median_rate(run: Callable[[], int], repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
     """Images per second of ``run`` (which returns how many images it did): median and all."""
     for _ in range(warmup):

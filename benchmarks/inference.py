@@ -16,13 +16,11 @@ import argparse
 import csv
 import os
 import shutil
-import statistics
 import tempfile
-import time
 
 import numpy as np
 import torch
-from common import SAMPLE, sample_files
+from common import SAMPLE, median_seconds, sample_files
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
@@ -42,13 +40,7 @@ def labels() -> dict[str, int]:
 
 
 def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(fn, repeats, warmup=1)
 
 
 class Naive(Dataset):

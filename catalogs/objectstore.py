@@ -28,12 +28,18 @@ from typing import Any, TypeVar
 from smolql.catalogs.local import is_image_name
 
 from smolql.errors import CatalogInputError
-from smolql.sources import Signature, Source
+from smolql.sources import Head, Signature, Source
 
 SCHEMES = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "abfs", "abfs": "abfs", "http": "http",
            "https": "https"}  # fmt: skip
 EXTRAS = {"s3": "s3fs", "gcs": "gcsfs", "abfs": "adlfs", "http": "aiohttp", "https": "aiohttp"}
+_HINTS = {
+    "s3": "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL",
+    "gcs": "GOOGLE_APPLICATION_CREDENTIALS or STORAGE_EMULATOR_HOST",
+    "abfs": "AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_NAME with credentials",
+}
 RETRIES = 5
+RETRY_S = 20.0  # no new attempt after this long: the SDK below has retried on its own too
 BACKOFF_S = 0.05
 T = TypeVar("T")
 
@@ -42,7 +48,9 @@ def _protocol(uri: str) -> str:
     return SCHEMES.get(uri.partition("://")[0].lower(), "")
 
 
-_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_PROFILE")
+_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_PROFILE",
+        "STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS",
+        "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME")  # fmt: skip
 _FILESYSTEMS: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
 
@@ -53,7 +61,7 @@ def _filesystem(uri: str) -> Any:
     import fsspec
 
     protocol = _protocol(uri)
-    key = (protocol, *(os.environ.get(k) for k in _ENV))
+    key = (protocol, repr(fsspec.config.conf.get(protocol)), *(os.environ.get(k) for k in _ENV))
     try:
         with _LOCK:
             if key not in _FILESYSTEMS:
@@ -65,11 +73,18 @@ def _filesystem(uri: str) -> Any:
         raise CatalogInputError(
             f"reading {uri} needs {EXTRAS[protocol]}: pip install {EXTRAS[protocol]}"
         ) from e
+    except Exception as e:  # e.g. adlfs without an account: a ValueError at construction
+        raise CatalogInputError(
+            f"cannot reach {uri}: {e} (configure the store's account and credentials, e.g."
+            f" {_HINTS.get(protocol, 'its fsspec options')})"
+        ) from e
 
 
 def _retrying(uri: str, call: Callable[[], T]) -> T:
-    """``call()``, retried on transient failures; every failure is an OSError naming ``uri``
+    """``call()``, retried on transient failures (at most ``RETRIES`` more times, none started
+    after ``RETRY_S``); every failure is an OSError naming ``uri``
     (FileNotFoundError for a missing bucket or key, PermissionError for credentials)."""
+    start = time.monotonic()
     for attempt in range(RETRIES + 1):
         try:
             return call()
@@ -83,10 +98,25 @@ def _retrying(uri: str, call: Callable[[], T]) -> T:
                     f"{uri}: no credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or"
                     f" the provider's equivalent): {e}"
                 ) from e
-            if attempt == RETRIES:
-                raise OSError(f"{uri}: failed after {RETRIES + 1} attempts: {e}") from e
+            if attempt == RETRIES or time.monotonic() - start > RETRY_S:
+                raise OSError(f"{uri}: failed after {attempt + 1} attempts: {e}") from e
             time.sleep(BACKOFF_S * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def _etag(info: dict) -> str:
+    return str(info.get("ETag") or info.get("etag") or info.get("md5") or "")
+
+
+def _version(uri: str, info: dict) -> str | None:
+    """The identity of the object's current content: a hash of its URI, ETag and size (a
+    store gives an object a new ETag whenever its content changes), or ``None`` without an
+    ETag. It names one object's version, so the same photograph at two URIs is cached twice."""
+    tag = _etag(info)
+    if not tag:
+        return None
+    text = f"{uri}\0{tag}\0{int(info.get('size') or 0)}"
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def _signature(info: dict) -> Signature:
@@ -101,7 +131,7 @@ def _signature(info: dict) -> Signature:
         except (TypeError, ValueError):
             modified = None
     ns = int(modified.timestamp() * 1e9) if hasattr(modified, "timestamp") else 0
-    tag = str(info.get("ETag") or info.get("etag") or info.get("md5") or "")
+    tag = _etag(info)
     if not tag:
         return (int(info.get("size") or 0), ns, time.time_ns(), 1)  # unverifiable
     tag_int = int.from_bytes(hashlib.sha1(tag.encode()).digest()[:7], "big")
@@ -140,6 +170,25 @@ class ObjectStoreSource(Source):
     def stat(self, path: str) -> Signature:
         fs = _filesystem(path)
         return _signature(_retrying(path, lambda: fs.info(path)))
+
+    def identify(self, path: str) -> tuple[Signature, str | None]:
+        fs = _filesystem(path)
+        info = _retrying(path, lambda: fs.info(path))
+        return _signature(info), _version(path, info)
+
+    def head(self, path: str, size: int) -> Head:
+        """The object's metadata, then (with an ETag) a ranged read of its first ``size``
+        bytes: probing a JPEG's header needs a few kilobytes, not the whole photograph. The
+        metadata comes first, as in :meth:`read`."""
+        fs = _filesystem(path)
+        info = _retrying(path, lambda: fs.info(path))
+        signature, version = _signature(info), _version(path, info)
+        if version is None:
+            data, signature = self.read(path)
+            return Head(data, signature, None, True)
+        total = signature[0]
+        data = _retrying(path, lambda: fs.cat_file(path, start=0, end=min(size, total)))
+        return Head(data, signature, version, len(data) >= total)
 
     def read(self, path: str) -> tuple[bytes, Signature]:
         """The object's bytes and its signature, looked up *before* the bytes: an overwrite in

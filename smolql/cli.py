@@ -76,13 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     mod = sub.add_parser("model", help="add and list classification models", parents=[common])
     msub = mod.add_subparsers(dest="action", required=True)
-    madd = msub.add_parser("add", help="store your ONNX classifier in the database",
+    madd = msub.add_parser("add", help="store your classifier in the database",
                            parents=[common])  # fmt: skip
     madd.add_argument("name")
     what = madd.add_mutually_exclusive_group(required=True)
     what.add_argument("--onnx", metavar="FILE", help="the model (ONNX)")
     what.add_argument("--torchvision", metavar="ARCH", help="a torchvision architecture")
-    madd.add_argument("--weights", metavar="FILE", help="its state dict (with --torchvision)")
+    what.add_argument(
+        "--python",
+        metavar="MODULE:FACTORY",
+        help="your architecture: FACTORY(num_classes=N) returns a torch module",
+    )
+    madd.add_argument("--weights", metavar="FILE",
+                      help="its state dict (with --torchvision or --python)")  # fmt: skip
     madd.add_argument("--labels", required=True, metavar="FILE", help="one label per line")
     madd.add_argument("--input-size", type=int, required=True, help="square input, pixels")
     madd.add_argument("--resize", type=int, help="short side before the centre crop")
@@ -110,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         action="append",
         choices=("fp32", "bf16", "fp16", "int8"),
-        help="repeatable (default fp32 and int8)",
+        help="repeatable (default fp32, bf16 or fp16 where this machine offers it, int8)",
     )
     prof.add_argument("--no-smaller-inputs", action="store_true", help="native input size only")
     prof.add_argument("--labels", metavar="COLUMN", help="label column (default class_index)")
@@ -237,6 +243,7 @@ def _model_add(con: Connection, args: argparse.Namespace) -> int:
         args.name,
         onnx=args.onnx,
         torchvision=args.torchvision,
+        python=args.python,
         weights=args.weights,
         labels=args.labels,
         input_size=args.input_size,
@@ -319,7 +326,7 @@ def _profile(con: Connection, args: argparse.Namespace) -> int:
         args.catalog,
         models=args.model,
         sample=args.sample,
-        precisions=tuple(args.precision or ("fp32", "int8")),
+        precisions=tuple(args.precision) if args.precision else None,
         smaller_inputs=not args.no_smaller_inputs,
         labels=args.labels,
         repeats=args.repeats,
@@ -333,6 +340,8 @@ def _profile(con: Connection, args: argparse.Namespace) -> int:
         f" over {len(report.profiles)} plans ({verdict} {100 * MAX_ERROR:.0f}%);"
         f" {report.cost.describe_contention()} per image"
     )
+    if report.describe_fetch():
+        print(f"reads: {report.describe_fetch()}")
     path = plot(report, args.plot or f"{args.catalog}-plans.png")
     print(f"plot: {path}")
     if report.max_error > MAX_ERROR:  # the profile itself completed: a warning, not a failure

@@ -122,6 +122,7 @@ class Connection:
         *,
         onnx: str | None = None,
         torchvision: str | None = None,
+        python: str | None = None,
         weights: str | None = None,
         labels: str | Sequence[str],
         input_size: int,
@@ -132,7 +133,10 @@ class Connection:
     ) -> None:
         """Store a user's classifier in this database and register it as ``name`` (usable as
         ``classify(image, 'name')``): an ONNX file (``onnx``), or a torchvision architecture
-        (``torchvision="resnet18"``) with a state-dict file (``weights``). ``labels`` is a file
+        (``torchvision="resnet18"``) or your own (``python="package.module:factory"``, where
+        ``factory(num_classes=N)`` builds the torch module) with a state-dict file
+        (``weights``); the database stores the weights and the factory's name, so the module
+        must be importable wherever the database is opened. ``labels`` is a file
         (one per line, or a JSON list) or the labels themselves; ``resize`` defaults to
         ``input_size * 8 / 7`` and mean/std to ImageNet's."""
         from smolql.models import user
@@ -151,16 +155,18 @@ class Connection:
             onnx or weights or "",
         )
         ours = {m["name"] for m in user_models(self.duckdb)}
-        builtin = set(models()) - ours
-        if (onnx is None) == (torchvision is None) or (torchvision is None) != (weights is None):
+        builtin = set(models()) - ours - user.REGISTERED  # another database's are not
+        arch = torchvision or (python and user.python_arch(python))
+        if (onnx is None) == (arch is None) or (arch is None) != (weights is None):
             raise errors.InferenceError(
-                "add_model takes either onnx=FILE, or torchvision=ARCH with weights=FILE"
+                "add_model takes either onnx=FILE, or torchvision=ARCH or"
+                " python=MODULE:FACTORY with weights=FILE"
             )
         with self._lock:
             if onnx is not None:
                 user.add(self.duckdb, model, onnx, builtin=builtin)
             else:
-                user.add_torchvision(self.duckdb, model, torchvision, weights, builtin=builtin)
+                user.add_torchvision(self.duckdb, model, arch, weights, builtin=builtin)
 
     def list_models(self) -> pa.Table:
         """Every model ``classify`` can use here: built-in, plugin, trained and the user's."""
@@ -276,7 +282,7 @@ class Connection:
         *,
         models: Sequence[str] | None = None,
         sample: int = PROFILE_SAMPLE,
-        precisions: Sequence[str] = ("fp32", "int8"),
+        precisions: Sequence[str] | None = None,  # default: fp32, bf16 where offered, int8
         smaller_inputs: bool = True,
         labels: str | None = None,
         seed: int = 42,
@@ -295,8 +301,9 @@ class Connection:
         trained = trained_renditions(self.duckdb)
         names += [t for t in trained if t not in names and (t.split("@")[0] in names)]
         defaults = {}
-        paths = [r.path for r in manage.image_refs(self.duckdb, catalog, None, None)[:64]]
-        self.calibrate(names, paths=paths, only_missing=True, say=say)
+        from smolql.planner.engines import profile_precisions
+
+        self.calibrate(names, catalog=catalog, only_missing=True, say=say)
         for name in names:
             plan = make_plan(
                 self.settings,
@@ -309,7 +316,13 @@ class Connection:
             defaults[name] = (plan.backend, plan.precision, plan.batch_size)
             split = (plan.decode_workers, plan.infer_threads)
         options = Options(
-            tuple(names), sample, tuple(precisions), smaller_inputs, labels, seed, repeats
+            tuple(names),
+            sample,
+            tuple(precisions or profile_precisions()),
+            smaller_inputs,
+            labels,
+            seed,
+            repeats,
         )
         return profile_catalog(
             self.duckdb,
@@ -331,25 +344,31 @@ class Connection:
         say: Callable[[str], None] = lambda _: None,
     ) -> dict[str, tuple[str, str, int, float]]:
         """Measure this machine's inference engines for ``models`` (default: the default
-        model) on real images: ``paths``, a catalog's first 64, or the photographs shipped in
+        model) on real images: ``paths``, a catalog's first 1,000 (speed is timed on 64; a
+        faster reduced precision is compared with fp32 on all of them, against the catalog's
+        ``class_index`` labels where it has them), or the photographs shipped in
         scikit-image, and its preprocessing rates (decode and resize/normalise per format and
         DCT scale) on the same images. Both are kept in the user's cache and serve every
         database; returns model -> (backend, precision, batch size, images/s)."""
         from smolql.models.registry import get_model
+        from smolql.models.spec import imagenet_labels
         from smolql.planner import rates
         from smolql.planner.calibration import load
-        from smolql.planner.engines import calibrate, calibration_images
+        from smolql.planner.engines import AGREEMENT_IMAGES, calibrate, calibration_images
 
+        truth: dict[str, int] = {}
         if paths is None:
             refs = manage.image_refs(self.duckdb, catalog, None, None) if catalog else []
-            paths = [r.path for r in refs[:64]] or calibration_images()
+            paths = [r.path for r in refs[:AGREEMENT_IMAGES]] or calibration_images()
+            truth = manage.class_indices(self.duckdb, catalog) if catalog else {}
         chosen = {}
         for name in models or [self.settings.model]:
             spec = get_model(name)
             stored = load(spec) if only_missing else None
             if stored is None:
                 say(f"calibrating {name}: every backend, precision and batch size here")
-            m = stored.chosen if stored else calibrate(spec, list(paths))
+            labels = truth if spec.labels == imagenet_labels() else {}  # ImageNet indices
+            m = stored.chosen if stored else calibrate(spec, list(paths), labels)
             chosen[name] = (m.backend, m.precision, m.batch_size, m.images_per_s)
         if not only_missing or rates.load() is None:
             say("measuring decode and resize/normalise rates")

@@ -67,6 +67,14 @@ def real_jpegs(n: int | None = None) -> list[Path]:
     return files[:n] if n else files
 
 
+def copied(files: list[Path], folder: Path) -> Path:
+    """``folder`` (made) holding copies of ``files`` (same bytes and times)."""
+    folder.mkdir(parents=True)
+    for f in files:
+        shutil.copy2(f, folder / f.name)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def photographs() -> list[Path]:
     """12 real photographs (see :func:`real_jpegs`)."""

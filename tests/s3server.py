@@ -1,6 +1,7 @@
-"""A real S3 API server for the tests: moto's standalone server on 127.0.0.1, started as a
-process and stopped by its PID; and an HTTP proxy in front of it that can fail a share of the
-requests (seeded) or run a hook before the n-th request (e.g. delete the bucket mid-query)."""
+"""Real object-storage servers for the tests, on 127.0.0.1, started as processes and stopped
+by their PIDs: moto's standalone S3 server and a Google Cloud Storage emulator; and an HTTP
+proxy in front of S3 that can fail a share of the requests (seeded) or run a hook before the
+n-th request (e.g. delete the bucket mid-query)."""
 
 from __future__ import annotations
 
@@ -30,11 +31,24 @@ def moto_server(port: int | None = None) -> Iterator[str]:
     """``http://127.0.0.1:PORT`` of a moto S3 server that lives as long as the block."""
     port = port or free_port()
     moto = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with _process([str(moto), "-H", "127.0.0.1", "-p", str(port)], port) as url:
+        yield url
+
+
+@contextmanager
+def gcs_server(port: int | None = None) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a Google Cloud Storage emulator (gcp-storage-emulator,
+    in memory) that lives as long as the block."""
+    port = port or free_port()
+    exe = Path(sys.executable).parent / "gcp-storage-emulator"
+    argv = [str(exe), "start", "--host", "127.0.0.1", "--port", str(port), "-q", "-M"]
+    with _process(argv, port) as url:
+        yield url
+
+
+@contextmanager
+def _process(argv: list[str], port: int) -> Iterator[str]:
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -42,9 +56,11 @@ def moto_server(port: int | None = None) -> Iterator[str]:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 break
             except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{argv[0]} exited with {proc.returncode}") from None
                 time.sleep(0.1)
         else:
-            raise RuntimeError("moto_server did not start in 30 s")
+            raise RuntimeError(f"{argv[0]} did not start in 30 s")
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -65,7 +81,7 @@ class Proxy:
         self.fail_share = fail_share
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
-        self.requests = self.failed = self.gets = 0
+        self.requests = self.failed = self.gets = self.sent = 0  # sent: GET body bytes
         self.hook: Callable[[], None] | None = None
         self.hook_at = 0
 
@@ -120,6 +136,8 @@ class Proxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
+                    with proxy.lock:
+                        proxy.sent += len(data)
                 up.close()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any

@@ -112,3 +112,41 @@ def test_a_toml_catalog_file_declares_source_labels_and_boxes(tmp_path, capsys):
     toml.write_text('name = "bad"\nsorce = "x"\n')
     with pytest.raises(CatalogInputError, match=r"unknown key 'sorce'.*did you mean 'source'"):
         smolql.connect(":memory:").create_catalog_from(str(toml))
+
+
+def test_boxes_name_their_image_by_as_much_of_its_path_as_it_takes(tmp_path):
+    """Two folders hold different photographs under one file name: a box given with its
+    folder joins that image only, a bare file name that fits both is refused, naming it."""
+    if not all((SAMPLE / f).exists() for f in FILES):
+        pytest.skip(SAMPLE_MISSING)
+    for sub, f in (("a", FILES[0]), ("b", FILES[1])):
+        (tmp_path / "imgs" / sub).mkdir(parents=True)
+        shutil.copy2(SAMPLE / f, tmp_path / "imgs" / sub / "same.JPEG")
+    (tmp_path / "ok.csv").write_text(
+        "file,x,y,w,h,label\n./a/same.JPEG,35,128,393,172,tench\n"
+        "imgs\\b\\same.JPEG,10,175,250,140,ice bear\n"
+    )
+    (tmp_path / "bare.csv").write_text("file,x,y,w,h,label\nsame.JPEG,35,128,393,172,tench\n")
+    warnings.simplefilter("ignore")
+    with smolql.connect(str(tmp_path / "s.duckdb")) as con:
+        con.create_catalog("photos", str(tmp_path / "imgs"), renditions=(), progress=False)
+        con.attach_boxes("photos", str(tmp_path / "ok.csv"))
+        got = con.sql(CROPS.format("photos_boxes")).to_pylist()
+        assert [(g["label"], g["got"]) for g in got] == [
+            ("tench", "tench"),
+            ("ice bear", "ice bear"),
+        ]
+        with pytest.raises(CatalogInputError, match=r"'same.JPEG' fits several images"):
+            con.attach_boxes("photos", str(tmp_path / "bare.csv"), name="bare_boxes")
+        views = "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+        assert "bare_boxes" not in {r[0] for r in con.duckdb.execute(views).fetchall()}
+        # A second box set under its own name leaves the first intact; drop removes both.
+        (tmp_path / "one.csv").write_text("file,x,y,w,h,label\nb/same.JPEG,0,0,50,50,corner\n")
+        con.attach_boxes("photos", str(tmp_path / "one.csv"), name="corners")
+        assert con.sql("SELECT count(*) AS n FROM photos_boxes")["n"].to_pylist() == [2]
+        assert con.sql("SELECT count(*) AS n FROM corners")["n"].to_pylist() == [1]
+        con.drop_catalog("photos")
+        left = {r[0] for r in con.duckdb.execute(views).fetchall()}
+        assert not {"photos_boxes", "corners"} & left
+        tables = "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'boxes%'"
+        assert con.duckdb.execute(tables).fetchall() == []

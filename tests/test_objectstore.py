@@ -12,12 +12,11 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import real_jpegs
+from conftest import copied, real_jpegs
 from s3server import Proxy, moto_server
 
 import smolql
 from smolql.errors import CatalogInputError
-from smolql.freshness import content_hash
 
 boto3 = pytest.importorskip("boto3", reason="the S3 tests need boto3 (pip install moto[server])")
 pytest.importorskip("s3fs", reason="S3 catalogs need s3fs (pip install 's3fs')")
@@ -69,10 +68,7 @@ def rendered(con, catalog: str) -> list[tuple]:
 def test_an_s3_catalog_equals_the_same_images_on_local_disk(s3, tmp_path):
     files = real_jpegs(24)
     upload(s3, "same", files)
-    local = tmp_path / "local"
-    local.mkdir()
-    for f in files:
-        shutil.copy2(f, local / f.name)
+    local = copied(files, tmp_path / "local")
     warnings.simplefilter("ignore")
     with smolql.connect(str(tmp_path / "s.duckdb")) as con:
         specs = ["96:jpeg:80", "96:png"]
@@ -109,10 +105,14 @@ def test_an_overwrite_of_the_same_size_is_seen_by_refresh_and_queries(s3, tmp_pa
         s3.put_object(Bucket="over", Key=f"photos/{files[0].name}", Body=same_size)
         after = {r["file"]: r["label"] for r in con.sql(CLASSIFY.format("c")).to_pylist()}
         assert after[files[0].name] == before[files[1].name]  # never the cached old answer
+        old = con.sql(f"SELECT hash FROM c WHERE file = '{files[0].name}'").to_pylist()
         summary = con.refresh_catalog("c", progress=False)
         assert summary.processed == 1
         stored = con.sql(f"SELECT hash FROM c WHERE file = '{files[0].name}'").to_pylist()
-        assert stored[0]["hash"] == content_hash(same_size)
+        assert stored[0]["hash"] != old[0]["hash"]  # the object's new version
+        cached = con.sql(CLASSIFY.format("c")).to_pylist()
+        con.sql("SET smolql.cache = off")
+        assert cached == con.sql(CLASSIFY.format("c")).to_pylist()
 
 
 def test_missing_bucket_key_and_credentials_are_clear_errors(s3, tmp_path, monkeypatch):
@@ -135,14 +135,51 @@ def test_missing_bucket_key_and_credentials_are_clear_errors(s3, tmp_path, monke
             con.create_catalog("c", "s3://errs/photos/", progress=False)
 
 
+def test_an_ingest_without_renditions_reads_headers_not_whole_objects(
+    server, s3, tmp_path, monkeypatch
+):
+    """A catalog without renditions needs each image's header facts and an identity: the
+    object's ETag (a version identity, no bytes needed) and a ranged read of its header. The
+    rows equal the local ones but for the hash; the bytes fetched are a fraction of the
+    images'; queries give the local answers, and a later overwrite is seen through the ETag."""
+    files = real_jpegs(40)
+    upload(s3, "ranged", files)
+    local = copied(files, tmp_path / "local")
+    total = sum(f.stat().st_size for f in files)
+    no_hash = ROWS.replace(" hash,", "")
+    warnings.simplefilter("ignore")
+    with smolql.connect(str(tmp_path / "r.duckdb")) as con:
+        con.create_catalog("disk", str(local), renditions=(), progress=False)
+        proxy = Proxy(server)
+        with proxy.serving() as url:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+            s = con.create_catalog("bucket", "s3://ranged/photos/", renditions=(), progress=False)
+        assert s.images == len(files) and s.skipped == 0
+        assert proxy.sent < 0.25 * total, (proxy.sent, total)  # headers, not photographs
+        assert (
+            con.duckdb.execute(no_hash, ["disk"]).fetchall()
+            == con.duckdb.execute(no_hash, ["bucket"]).fetchall()
+        )
+        assert (
+            con.sql(CLASSIFY.format("disk")).to_pylist()
+            == con.sql(CLASSIFY.format("bucket")).to_pylist()
+        )
+        s3.put_object(Bucket="ranged", Key=f"photos/{files[0].name}", Body=files[1].read_bytes())
+        got = {r["file"]: r["label"] for r in con.sql(CLASSIFY.format("bucket")).to_pylist()}
+        want = {r["file"]: r["label"] for r in con.sql(CLASSIFY.format("disk")).to_pylist()}
+        assert got[files[0].name] == want[files[1].name]  # the new content, not the cache
+
+
 def test_ranged_reads_fetch_only_the_bytes_asked_for(s3):
     files = real_jpegs(1)
-    upload(s3, "ranged", files)
-    from smolql.sources import source_for
+    upload(s3, "rangedread", files)
+    from smolql.sources import head, source_for
 
-    uri = f"s3://ranged/photos/{files[0].name}"
-    head = source_for(uri).read_range(uri, 0, 64)
-    assert head == files[0].read_bytes()[:64] and head[:2] == b"\xff\xd8"
+    uri = f"s3://rangedread/photos/{files[0].name}"
+    first = source_for(uri).read_range(uri, 0, 64)
+    assert first == files[0].read_bytes()[:64] and first[:2] == b"\xff\xd8"
+    got = head(uri, 1000)
+    assert got.data == files[0].read_bytes()[:1000] and got.version and not got.complete
 
 
 def test_a_server_that_fails_10_percent_of_requests_still_gives_complete_results(
@@ -201,10 +238,7 @@ def test_a_manifest_can_list_objects_and_local_files_together(s3, tmp_path):
 
     files = real_jpegs(4)
     upload(s3, "mixed", files[:2])
-    local = tmp_path / "img"
-    local.mkdir()
-    for f in files[2:]:
-        shutil.copy2(f, local / f.name)
+    local = copied(files[2:], tmp_path / "img")
     manifest = tmp_path / "m.parquet"
     paths = [f"s3://mixed/photos/{f.name}" for f in files[:2]] + [
         f"img/{f.name}" for f in files[2:]

@@ -24,6 +24,7 @@ from smolql.executor.local import run
 from smolql.ingest.manage import image_refs
 from smolql.models.registry import get_model
 from smolql.planner.cost import CostModel, RunObservation, fit_contention
+from smolql.planner.engines import profile_precisions
 from smolql.planner.physical import make_plan
 from smolql.planner.space import ORIGINAL, PhysicalPlan, enumerate_plans
 from smolql.profile.chart import as_table, pareto
@@ -61,15 +62,15 @@ def profile_rows(con) -> list[dict]:
 def test_every_plan_is_profiled_and_stored(profiled):
     con, report = profiled
     spec = get_model(MODEL)
-    expected = enumerate_plans(
-        [spec],
-        [ORIGINAL, *RENDITIONS],
-        {MODEL: [(report.profiles[0].plan.backend, "fp32"), ("onnxruntime", "int8")]},
-        source_short_side=375,
-    )
+    # One engine per default precision: fp32, bf16 where this CPU offers it, int8.
+    kinds = sorted({(p.plan.backend, p.plan.precision) for p in report.profiles})
+    assert sorted(k[1] for k in kinds) == sorted(profile_precisions())
+    assert ("onnxruntime", "int8") in kinds
+    expected = enumerate_plans([spec], [ORIGINAL, *RENDITIONS], {MODEL: kinds},
+                               source_short_side=375)  # fmt: skip
     rows = profile_rows(con)
     assert {r["plan"] for r in rows} == {p.key for p in expected}
-    assert len(rows) == len(expected) == 16  # 4 inputs (DCT 1/2 too) x 2 sizes x 2 precisions
+    assert len(rows) == len(expected) == 8 * len(kinds)  # 4 inputs (DCT 1/2 too) x 2 sizes
     assert all(r["accuracy_basis"] == "class_index labels" for r in rows)
     assert all(r["images"] == SAMPLE and 0 <= r["correct"] <= SAMPLE for r in rows)
     (ref,) = [r for r in rows if r["reference"]]
@@ -79,7 +80,7 @@ def test_every_plan_is_profiled_and_stored(profiled):
         assert p.decode_ms > 0 and p.resize_ms > 0 and p.infer_ms > 0 and p.measured_per_s > 0
         engines.setdefault(infer_key(p.plan), set()).add(p.infer_ms)
     # Inference is timed before every plan's runs and pooled per engine: one figure each.
-    assert len(engines) == 4 and all(len(v) == 1 for v in engines.values())
+    assert len(engines) == 2 * len(kinds) and all(len(v) == 1 for v in engines.values())
 
 
 def test_profiled_accuracy_equals_an_independent_classification(profiled):

@@ -15,7 +15,7 @@ import pytest
 from conftest import real_jpegs
 
 import smolql
-from smolql.errors import InferenceError, SmolQLError
+from smolql.errors import InferenceError
 
 torch = pytest.importorskip("torch", reason="exporting the test models needs torch")
 
@@ -85,9 +85,9 @@ def test_an_exported_builtin_under_a_new_name_gives_the_builtins_labels(con, lit
     )
     plan = "\n".join(con.sql("EXPLAIN " + SQL.format("mylite"))["plan"].to_pylist())
     assert "mylite on original, onnxruntime/fp32" in plan
-    con.sql("SET smolql.backend = 'torch'")
-    with pytest.raises(SmolQLError, match="ONNX model: the torch backend cannot run it"):
-        con.sql(SQL.format("mylite"))
+    con.sql("SET smolql.backend = 'torch'")  # its torch form (onnx2torch)
+    con.sql("SET smolql.cache = off")
+    assert con.sql(SQL.format("mylite")).to_pylist() == reference
 
 
 def test_the_model_travels_with_the_database(con, lite, tmp_path):
@@ -127,22 +127,26 @@ def test_bad_models_are_refused_with_clear_errors(con, lite, tmp_path):
     assert "junk" not in {r["name"] for r in con.list_models().to_pylist()}
 
 
-def test_a_small_model_trained_here_is_added_from_the_cli_and_classifies(tmp_path, capsys):
-    """Two photographs, a tiny CNN trained on random crops of each to tell them apart."""
-    from PIL import Image
-
-    from smolql.cli import main
-
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
+def two_photographs(tmp_path: Path) -> tuple[list[Path], Path]:
     files = real_jpegs(2)
     folder = tmp_path / "two"
     folder.mkdir()
-    pixels = []
     for f in files:
         (folder / f.name).write_bytes(f.read_bytes())
+    return files, folder
+
+
+def train_to_tell_apart(net, files: list[Path]) -> None:
+    """Train ``net`` (64 px input, mean 0.45 / std 0.25) on random crops of two photographs
+    to tell them apart."""
+    from PIL import Image
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    pixels = []
+    for f in files:
         img = np.asarray(Image.open(f).convert("RGB"))
-        pixels.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255)
+        pixels.append(torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255)
 
     def crops(n: int) -> tuple:
         xs, ys = [], []
@@ -156,10 +160,6 @@ def test_a_small_model_trained_here_is_added_from_the_cli_and_classifies(tmp_pat
             ys.append(k)
         return torch.stack(xs), torch.tensor(ys)
 
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, stride=2),
-        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 2),
-    )  # fmt: skip
     opt = torch.optim.Adam(net.parameters(), lr=0.01)
     for _ in range(60):
         x, y = crops(32)
@@ -167,6 +167,31 @@ def test_a_small_model_trained_here_is_added_from_the_cli_and_classifies(tmp_pat
         opt.zero_grad()
         loss.backward()
         opt.step()
+    net.eval()
+
+
+TINY_NET = """
+import torch
+
+def small_cnn(num_classes):
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, stride=2),
+        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(16, num_classes),
+    )
+"""
+
+
+def test_a_small_model_trained_here_is_added_from_the_cli_and_classifies(tmp_path, capsys):
+    """Two photographs, a tiny CNN trained on random crops of each to tell them apart."""
+    from smolql.cli import main
+
+    files, folder = two_photographs(tmp_path)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, stride=2),
+        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 2),
+    )  # fmt: skip
+    train_to_tell_apart(net, files)
     export(net, tmp_path / "tiny.onnx", (1, 3, 64, 64))
     (tmp_path / "tiny.txt").write_text(f"{files[0].stem}\n{files[1].stem}\n")
     db = str(tmp_path / "t.duckdb")
@@ -248,3 +273,101 @@ def test_a_torchvision_architecture_with_your_weights_is_stored_and_used(con, tm
         assert listed["r18"]["kind"] == "torchvision (this database)" and "r18b" not in listed
         torch_out = c.sql("SET smolql.backend = 'torch'; " + SQL.format("r18"))
         assert torch_out["label"].to_pylist() == got  # a torch module: every backend runs it
+
+
+def test_your_own_architecture_by_python_entry_point(tmp_path, monkeypatch, capsys):
+    """``--python MODULE:FACTORY`` with a state dict: stored (name and weights) in the
+    database, run by every backend; a process that cannot import the factory gets an error
+    that names it."""
+    from smolql.cli import main
+
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "mynets.py").write_text(TINY_NET)
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    import mynets
+
+    files, folder = two_photographs(tmp_path)
+    net = mynets.small_cnn(num_classes=2)
+    train_to_tell_apart(net, files)
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    (tmp_path / "two.txt").write_text(f"{files[0].stem}\n{files[1].stem}\n")
+    db = str(tmp_path / "p.duckdb")
+    assert main(["catalog", "create", "two", str(folder), "--no-renditions", "--db", db]) == 0
+    args = ["model", "add", "mine", "--python", "mynets:small_cnn", "--weights",
+            str(tmp_path / "w.pt"), "--labels", str(tmp_path / "two.txt"), "--input-size", "64",
+            "--resize", "64", "--mean", "0.45,0.45,0.45", "--std", "0.25,0.25,0.25",
+            "--db", db]  # fmt: skip
+    assert main(args) == 0
+    assert main([*args[:4], "mynets:nope", *args[5:]]) == 1
+    assert "cannot import the model's factory mynets:nope" in capsys.readouterr().err
+    want = {f.name: f.stem for f in files}
+    sql = "SELECT file, classify(image, 'mine').label AS label FROM two"
+    for backend in ("torch", "onnxruntime"):
+        with smolql.connect(db, backend=backend) as con:
+            assert {r["file"]: r["label"] for r in con.sql(sql).to_pylist()} == want
+            kinds = {r["name"]: r["kind"] for r in con.list_models().to_pylist()}
+            assert kinds["mine"] == "python (this database)"
+    code = (
+        "import smolql, sys\n"
+        "with smolql.connect(sys.argv[1]) as con:\n"
+        f"    print(dict((r['file'], r['label']) for r in con.sql({sql!r}).to_pylist()))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "code"),
+           "SMOLQL_CACHE": str(tmp_path / "fresh-cache")}  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, db], env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert eval(out.stdout) == want  # a fresh process, a fresh cache folder: from the database
+    env.pop("PYTHONPATH")  # the cached answers still come; a computation needs the code
+    nocache = code.replace(
+        "with smolql.connect(sys.argv[1])", "with smolql.connect(sys.argv[1], cache='off')"
+    )
+    out = subprocess.run([sys.executable, "-c", nocache, db], env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode != 0 and "mynets:small_cnn" in out.stderr
+
+
+def test_an_onnx_model_gets_smaller_inputs_and_low_resolution_training(tmp_path):
+    """A user's ONNX model has a torch form (onnx2torch): the profile tries a smaller input
+    (exported from that form), and ``train`` fine-tunes it for a rendition; the fine-tuned
+    model runs its new weights, not the stored graph, on ONNX Runtime and on torch."""
+    pytest.importorskip("onnx2torch", reason="the torch form of ONNX models needs onnx2torch")
+    from smolql.models.registry import get_model
+    from smolql.planner.space import smaller_inputs
+
+    files, folder = two_photographs(tmp_path)
+    c = torch.nn.Conv2d
+    net = torch.nn.Sequential(  # four stride-2 stages: a 1/16 feature map to distil at
+        c(3, 8, 3, 2, 1), torch.nn.ReLU(), c(8, 16, 3, 2, 1), torch.nn.ReLU(),
+        c(16, 16, 3, 2, 1), torch.nn.ReLU(), c(16, 16, 3, 2, 1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 2),
+    )  # fmt: skip
+    train_to_tell_apart(net, files)
+    export(net, tmp_path / "tiny.onnx", (1, 3, 64, 64))
+    want = {f.name: f.stem for f in files}
+    rendition = "48:jpeg:90"
+    with smolql.connect(str(tmp_path / "o.duckdb"), backend="onnxruntime") as con:
+        con.create_catalog("two", str(folder), renditions=[rendition], progress=False)
+        con.add_model("tiny", onnx=str(tmp_path / "tiny.onnx"), labels=list(want.values()),
+                      input_size=64, resize=64, mean=(0.45,) * 3, std=(0.25,) * 3)  # fmt: skip
+        assert smaller_inputs(get_model("tiny")) == [48]
+        con.profile("two", models=["tiny"], sample=2, precisions=("fp32",), repeats=1)
+        sizes = con.duckdb.execute(
+            "SELECT DISTINCT input_size, accuracy FROM smolql.plan_profiles"
+            " WHERE model = 'tiny' AND source = 'original' AND scale = 1"
+        ).fetchall()
+        assert {s for s, _ in sizes} == {0, 48}, sizes
+        sources = con.duckdb.execute(
+            "SELECT DISTINCT source FROM smolql.plan_profiles WHERE model = 'tiny'"
+        ).fetchall()
+        assert {s for (s,) in sources} == {"original", rendition}  # renditions planned too
+        outcome = con.train("two", model="tiny", rendition=rendition, epochs=2)
+        trained = get_model(f"tiny@{rendition}")
+        assert trained.onnx is None and trained.weights != get_model("tiny").weights
+        sql = f"SELECT file, classify(image, 'tiny@{rendition}').label AS label FROM two"
+        con.sql("SET smolql.cache = off")
+        on_ort = {r["file"]: r["label"] for r in con.sql(sql).to_pylist()}
+        con.sql("SET smolql.backend = 'torch'")
+        assert {r["file"]: r["label"] for r in con.sql(sql).to_pylist()} == on_ort
+        assert set(on_ort) == set(want) and set(on_ort.values()) <= set(want.values())
+        assert outcome is not None

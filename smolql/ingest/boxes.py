@@ -59,7 +59,7 @@ def read_boxes(path: str) -> pa.Table:
             f" {', '.join(([] if key else ['file']) + missing)})",
             file=path,
         )
-    files = [None if f is None else os.path.basename(str(f)) for f in table[key].to_pylist()]
+    files = [None if f is None else _reference(str(f)) for f in table[key].to_pylist()]
     out = {"file": pa.array(files, pa.string()), "box_id": pa.array(range(1, len(files) + 1))}
     try:
         for c in BOX_COLUMNS:
@@ -74,11 +74,20 @@ def read_boxes(path: str) -> pa.Table:
     return pa.table(out)
 
 
+def _reference(name: str) -> str:
+    """An annotation's image reference as given (a file name, a relative path with folders, an
+    absolute path or a URI), with ``\\`` as ``/`` and no leading ``./``."""
+    name = name.replace("\\", "/")
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
 def _coco(path: str) -> pa.Table:
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
-        images = {im["id"]: os.path.basename(im["file_name"]) for im in doc["images"]}
+        images = {im["id"]: _reference(str(im["file_name"])) for im in doc["images"]}
         names = {c["id"]: c["name"] for c in doc.get("categories", [])}
         rows = []
         for i, a in enumerate(doc["annotations"]):

@@ -155,6 +155,18 @@ def describe(con: duckdb.DuckDBPyConnection, name: str) -> dict:
     }
 
 
+def class_indices(con: duckdb.DuckDBPyConnection, catalog: str) -> dict[str, int]:
+    """Path -> the catalog's integer ``class_index`` label (its labels or manifest column), or
+    nothing when it has no such column."""
+    columns = {r[0]: r[1] for r in con.execute(f'DESCRIBE "{catalog}"').fetchall()}
+    if "INT" not in columns.get("class_index", ""):
+        return {}
+    rows = con.execute(
+        f'SELECT path, class_index FROM "{catalog}" WHERE class_index IS NOT NULL ORDER BY id'
+    )
+    return dict(rows.fetchall())
+
+
 def image_refs(
     con: duckdb.DuckDBPyConnection, catalog: str, rendition: str | None, where: str | None
 ) -> list[ImageRef]:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from smolql.errors import InferenceError
 from smolql.lowres.views import Box, Pair, batch_views
 from smolql.models.spec import ModelSpec
 
@@ -103,7 +104,10 @@ def distillation_layer(module: torch.nn.Module, size: int) -> str:
     target = math.ceil(size / 16)
     at16 = [n for n, shape in finished if len(shape) == 4 and shape[2] == target]
     if not at16:
-        raise ValueError("the model has no layer at 1/16 resolution to distil at")
+        raise InferenceError(
+            f"the model has no layer at 1/16 of its {size} px input to distil at:"
+            " low-resolution-aware training needs a CNN that downsamples by 16"
+        )
     return at16[-1]
 
 

@@ -43,6 +43,7 @@ def trained_spec(base: ModelSpec, rendition: str, weights: str) -> ModelSpec:
         weights=os.path.abspath(weights),
         description=f"{base.description}, fine-tuned for {rendition} renditions",
         base=base.name,
+        onnx=None,  # a user's ONNX model, fine-tuned: its torch form with the new weights
     )
 
 

@@ -85,6 +85,14 @@ def _file_hash(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
+def torch_form_available() -> bool:
+    """Whether a user's ONNX model can become a torch module here (onnx2torch, an optional
+    extra): the torch backend, other input sizes and fine-tuning need it."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnx2torch") is not None
+
+
 @cache
 def imagenet_labels() -> tuple[str, ...]:
     """The 1000 ImageNet class names (torchvision's list, shipped as a data file so that naming

@@ -6,12 +6,17 @@ stays portable with its models) and registered on every connect like a built-in,
 On ``add`` the ONNX graph is checked and normalised once: one image input (NCHW, 3 channels,
 ``input_size`` square; an NHWC model gets a transpose in front), renamed ``images`` with a
 dynamic batch, and its first output renamed ``logits``; a test inference must give one score
-per label. The torch backend cannot run an ONNX model; ONNX Runtime and OpenVINO (and
-TensorRT on a GPU) can, at fp32, bf16 where the CPU has it, and int8 after calibration.
+per label. ONNX Runtime and OpenVINO (and TensorRT on a GPU) run the graph itself, at fp32,
+bf16 where the CPU has it, and int8 after calibration; its torch form (onnx2torch, an optional
+extra: ``smolql[models]``) is what the torch backend runs, what other input sizes are exported
+from and what low-resolution-aware training fine-tunes.
 
 A torchvision architecture (any of ``torchvision.models``' classifiers, built with one output
 per label) with a state-dict file is a torch module like the built-ins: every backend, smaller
-inputs and low-resolution-aware fine-tuning apply to it.
+inputs and low-resolution-aware fine-tuning apply to it. So is a user's own architecture named
+by a Python entry point, ``python:package.module:factory`` with ``factory(num_classes=N)``
+returning the module: the database stores the name and the weights (the code must be
+importable where the database is opened; a clear error says so when it is not).
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ import numpy as np
 from smolql.errors import InferenceError
 from smolql.models.export import INPUT_NAME, OUTPUT_NAME, cache_dir
 from smolql.models.registry import register_model
-from smolql.models.spec import ModelSpec
+from smolql.models.spec import ModelSpec, torch_form_available
 from smolql.ops.transform import IMAGENET_MEAN, IMAGENET_STD, Transform
 from smolql.storage.user_models import replace_user_model, user_model_files, user_models
 
 LAYOUTS = ("NCHW", "NHWC")
+REGISTERED: set[str] = set()  # names registered from a database in this process
 
 
 @dataclass(frozen=True)
@@ -191,7 +197,7 @@ def add_torchvision(
 
     _check(model, builtin)
     if model.layout != "NCHW":
-        raise InferenceError("a torchvision model takes NCHW input (no --layout NHWC)")
+        raise InferenceError("a torch model takes NCHW input (no --layout NHWC)")
     data = _read(weights_file, "weights file")
     digest = hashlib.sha256(data).hexdigest()
     path = _materialise(model.name, digest, data, ".pt")
@@ -203,13 +209,19 @@ def add_torchvision(
         raise
     except Exception as e:
         raise InferenceError(
-            f"the weights do not fit torchvision {arch} with {len(model.labels)} classes"
+            f"the weights do not fit {_arch_name(arch)} with {len(model.labels)} classes"
             f" ({type(e).__name__}: {str(e)[:300]})",
             file=weights_file,
         ) from e
     _same_length(int(out.shape[-1]), model)
     return _store(con, model, {"arch": arch, "weights": data, "hash": digest},
                   os.path.abspath(weights_file))  # fmt: skip
+
+
+def _arch_name(arch: str) -> str:
+    if arch.startswith(PYTHON):
+        return f"your architecture {arch.removeprefix(PYTHON)}"
+    return f"torchvision {arch}"
 
 
 def _same_length(classes: int, model: UserModel) -> None:
@@ -280,14 +292,14 @@ def _register(row: dict) -> ModelSpec:
             transform=transform,
             labels=labels,
             weights=path,
-            family="torchvision",
-            description=f"torchvision {row['arch']} with your weights ({row['source']})",
+            family="python" if row["arch"].startswith(PYTHON) else "torchvision",
+            description=f"{_arch_name(row['arch'])} with your weights ({row['source']})",
         )
     else:
         path = _materialise(row["name"], row["hash"], row.get("onnx"), ".onnx")
         spec = ModelSpec(
             name=row["name"],
-            build=_torch_cannot(row["name"]),
+            build=_onnx_module(row["name"]),
             transform=transform,
             labels=labels,
             weights=path,
@@ -295,29 +307,74 @@ def _register(row: dict) -> ModelSpec:
             description=f"your ONNX model ({row['source']})",
             onnx=path,
         )
+    REGISTERED.add(spec.name)
     return register_model(spec, replace=True)
+
+
+PYTHON = "python:"  # an ``arch`` naming a user's factory rather than a torchvision model
+
+
+def python_arch(entry_point: str) -> str:
+    """``package.module:factory`` as stored (checked for its shape; imported on use)."""
+    module, _, factory = entry_point.partition(":")
+    if not module or not factory or not all(p.isidentifier() for p in factory.split(".")):
+        raise InferenceError(
+            f"a Python model is named MODULE:FACTORY (e.g. mypkg.nets:small_cnn), not"
+            f" {entry_point!r}"
+        )
+    return PYTHON + entry_point
+
+
+def _factory(arch: str):
+    """The callable building ``arch``'s module: a torchvision model or a user's factory."""
+    import importlib
+
+    if arch.startswith(PYTHON):
+        module_name, _, attr = arch.removeprefix(PYTHON).partition(":")
+        try:
+            make = importlib.import_module(module_name)
+            for part in attr.split("."):
+                make = getattr(make, part)
+        except (ImportError, AttributeError) as e:
+            raise InferenceError(
+                f"cannot import the model's factory {arch.removeprefix(PYTHON)} ({e}); install"
+                " or put on PYTHONPATH the package that defines it"
+            ) from e
+        if not callable(make):
+            raise InferenceError(f"{arch.removeprefix(PYTHON)} is not callable")
+        return lambda classes: make(num_classes=classes)
+    import torchvision
+
+    make = getattr(torchvision.models, arch, None)
+    if make is None or not callable(make) or arch.startswith("_"):
+        raise InferenceError(f"torchvision has no model {arch!r}")
+    return lambda classes: make(weights=None, num_classes=classes)
 
 
 def _tv_builder(arch: str, classes: int):
     def build(weights: str):
         import torch
-        import torchvision
 
-        make = getattr(torchvision.models, arch, None)
-        if make is None or not callable(make) or arch.startswith("_"):
-            raise InferenceError(f"torchvision has no model {arch!r}")
-        module = make(weights=None, num_classes=classes)
+        module = _factory(arch)(classes)
         module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return module
 
     return build
 
 
-def _torch_cannot(name: str):
+def _onnx_module(name: str):
+    """Builds an ONNX model's torch form (onnx2torch): what the torch backend runs, what
+    low-resolution-aware training fine-tunes, and what other input sizes are exported from."""
+
     def build(weights: str):
-        raise InferenceError(
-            f"model {name!r} is an ONNX model: the torch backend cannot run it, nor can it be"
-            " fine-tuned (use backend onnxruntime or openvino)"
-        )
+        if not torch_form_available():
+            raise InferenceError(
+                f"model {name!r} is an ONNX model: running it with torch, at another input"
+                " size or fine-tuning it needs its torch form: pip install onnx2torch (or use"
+                " backend onnxruntime or openvino)"
+            )
+        from onnx2torch import convert
+
+        return convert(weights)
 
     return build

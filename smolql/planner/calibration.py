@@ -26,7 +26,7 @@ from smolql.models.spec import ModelSpec
 RUNTIMES = ("onnxruntime", "openvino", "torch", "tensorrt")
 # How the default is chosen from the measurements; a new rule measures again (2: a reduced
 # precision must show its agreement on enough images, see smolql.planner.engines.pick).
-CHOICE_RULE = 2
+CHOICE_RULE = 3  # 3: a reduced precision's answer changes are bounded at 95% confidence
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,11 @@ class Measurement:
     precision: str
     batch_size: int
     images_per_s: float
-    top1_agreement: float
+    top1_agreement: float  # on the timing sample
+    # A reduced precision's comparison with fp32 on more images (see engines.agreement):
+    compared: int = 0  # images compared
+    disagreements: int = 0  # top-1 answers that differ from fp32's
+    losses: int = -1  # of those, labelled images fp32 got right and this got wrong (-1: no labels)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class Calibration:
     chosen: Measurement
     measurements: tuple[Measurement, ...]
     measured: str  # when, ISO 8601 UTC
+    reason: str = ""  # why this precision and not a faster one (EXPLAIN shows it)
 
     def fastest(self, precision: str) -> Measurement | None:
         at = [m for m in self.measurements if m.precision == precision]
@@ -93,15 +98,18 @@ def load(spec: ModelSpec) -> Calibration | None:
             Measurement(**data["chosen"]),
             tuple(Measurement(**m) for m in data["measurements"]),
             data["measured"],
+            data.get("reason", ""),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def save(spec: ModelSpec, chosen: Measurement, measurements: list[Measurement]) -> Calibration:
+def save(
+    spec: ModelSpec, chosen: Measurement, measurements: list[Measurement], reason: str = ""
+) -> Calibration:
     """Write atomically (a killed process never leaves half a file)."""
     calibration = Calibration(
-        chosen, tuple(measurements), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        chosen, tuple(measurements), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), reason
     )
     target = path(spec)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +118,7 @@ def save(spec: ModelSpec, chosen: Measurement, measurements: list[Measurement]) 
         "chosen": asdict(chosen),
         "measurements": [asdict(m) for m in measurements],
         "measured": calibration.measured,
+        "reason": reason,
     }
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:

@@ -23,6 +23,12 @@ engine kind (backend/precision) that has enough runs: thread pools differ in how
 being preempted (in a SMOL benchmark run with one shared pair, OpenVINO plans were mostly
 over-predicted, by up to 22%, ONNX Runtime ones not).
 A finite run also pays for filling the first batch before inference can start.
+
+Images in object storage add a third bound and some CPU: ``fetch_s`` is the store's wall time
+per image with the source's requests in flight (1 / the images per second it serves: freshness
+check, metadata, bytes), and ``fetch_cpu_s`` the client's CPU per image (HTTP, TLS, the SDK's
+Python), which the cores pay like preprocessing. Both are measured per catalog input by the
+profiler; local files have neither.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 MIN_ENGINE_RUNS = 4  # plans of one engine kind needed to fit its own contention
+Fetch = tuple[float, float] | None  # (fetch_s, fetch_cpu_s) of a remote input, per image
 
 
 @dataclass(frozen=True)
@@ -78,18 +85,30 @@ class CostModel:
         )
         return total / len(images)
 
-    def throughput(self, pre_s: float, infer_s: float, workers: int, engine: str = "") -> float:
-        """Steady-state images per second."""
+    def throughput(
+        self, pre_s: float, infer_s: float, workers: int, engine: str = "", fetch: Fetch = None
+    ) -> float:
+        """Steady-state images per second (``fetch``: the input's (fetch_s, fetch_cpu_s))."""
+        fetch_s, fetch_cpu_s = fetch or (0.0, 0.0)
+        pre_s += fetch_cpu_s
         contention, overhead_s = self.engines.get(engine, (self.contention, self.overhead_s))
         serial = infer_s + contention * pre_s + overhead_s
-        return 1.0 / max(pre_s / workers, serial)
+        return 1.0 / max(pre_s / workers, serial, fetch_s)
 
     def run_seconds(
-        self, n: int, pre_s: float, infer_s: float, workers: int, batch: int, engine: str = ""
+        self,
+        n: int,
+        pre_s: float,
+        infer_s: float,
+        workers: int,
+        batch: int,
+        engine: str = "",
+        fetch: Fetch = None,
     ) -> float:
         """Predicted wall time for ``n`` images: fill the first batch, then steady state."""
-        fill = min(batch, n) * pre_s / workers
-        return fill + n / self.throughput(pre_s, infer_s, workers, engine)
+        fetch_s, fetch_cpu_s = fetch or (0.0, 0.0)
+        fill = min(batch, n) * max((pre_s + fetch_cpu_s) / workers, fetch_s)
+        return fill + n / self.throughput(pre_s, infer_s, workers, engine, fetch)
 
     def describe_contention(self) -> str:
         """The fitted contention and overhead, overall and per engine kind, for reports."""
@@ -147,6 +166,7 @@ class RunObservation:
     images: int
     seconds: float
     engine: str = ""  # "backend/precision"
+    fetch: Fetch = None  # (fetch_s, fetch_cpu_s) when the input is in object storage
 
 
 def fit_contention(model: CostModel, runs: list[RunObservation]) -> CostModel:
@@ -178,7 +198,7 @@ def _fit_pair(model: CostModel, runs: list[RunObservation]) -> tuple[float, floa
 
 
 def _predicted(model: CostModel, r: RunObservation) -> float:
-    return model.run_seconds(r.images, r.pre_s, r.infer_s, r.workers, r.batch)
+    return model.run_seconds(r.images, r.pre_s, r.infer_s, r.workers, r.batch, fetch=r.fetch)
 
 
 def split_threads(cores: int, decode_cost: float, infer_cost: float) -> tuple[int, int]:

@@ -124,7 +124,8 @@ def _machine_choice(spec: ModelSpec) -> tuple[choose.Measurement, str]:
     """The engine calibrated for this machine, or the fp32 reference and a one-line note."""
     calibration = load_calibration(spec)
     if calibration is not None:
-        return calibration.chosen, f"measured on this machine ({calibration.measured})"
+        why = f"; {calibration.reason}" if calibration.reason else ""
+        return calibration.chosen, f"measured on this machine ({calibration.measured}){why}"
     return choose.default_choice(), UNCALIBRATED
 
 

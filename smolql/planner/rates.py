@@ -14,6 +14,7 @@ same per-image costs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -93,7 +94,13 @@ def features(plan: ImagePlan, nbytes: int) -> ImageCost:
 
 
 def planned(headers: list[Header], transform: Transform, scale: int) -> list[ImageCost]:
-    """Features of each header's image under a plan's transform and DCT scale."""
+    """Features of each header's image under a plan's transform and DCT scale (remembered for
+    the last few header samples: a repeated query plans the same images again)."""
+    return list(_planned(tuple(headers), transform, scale))
+
+
+@functools.lru_cache(maxsize=32)
+def _planned(headers: tuple[Header, ...], transform: Transform, scale: int) -> tuple:
     out = []
     for h in headers:
         info = SourceInfo(h.format, h.width, h.height, h.orientation or 1)
@@ -101,7 +108,7 @@ def planned(headers: list[Header], transform: Transform, scale: int) -> list[Ima
             out.append(features(plan_image(info, transform, scale_denom=scale), h.bytes))
         except ValueError:
             continue  # an image the plan cannot take is an error row, not a cost
-    return out
+    return tuple(out)
 
 
 def time_image(pre: Preprocessor, ref: ImageRef, slot: np.ndarray) -> ImageCost:
@@ -133,7 +140,8 @@ def measure(paths: list[str], transform: Transform) -> list[ImageCost]:
     return costs
 
 
-def _libraries() -> dict[str, str]:
+@functools.cache
+def _libraries() -> dict[str, str]:  # once per process: each look-up scans the installed files
     out = {}
     for name in ("smolql", "opencv-python-headless", "numpy", "pillow"):
         try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from smolql.models.spec import ModelSpec
+from smolql.models.spec import ModelSpec, torch_form_available
 from smolql.ops.transform import Transform
 
 ORIGINAL = "original"
@@ -83,13 +83,15 @@ def sized(spec: ModelSpec, input_size: int) -> ModelSpec:
         return spec
     t = spec.transform
     resize = round(input_size * t.resize / t.crop)
-    return replace(spec, transform=Transform(resize, input_size, t.mean, t.std))
+    # A user's ONNX graph has its input size built in: another size is exported from its
+    # torch form, like a built-in's.
+    return replace(spec, transform=Transform(resize, input_size, t.mean, t.std), onnx=None)
 
 
 def smaller_inputs(spec: ModelSpec) -> list[int]:
-    """The reduced input sizes tried for a model, multiples of 8 (none for a user's ONNX
-    model: its graph fixes the input size)."""
-    if spec.onnx:
+    """The reduced input sizes tried for a model, multiples of 8 (for a user's ONNX model
+    only where its torch form can be built: the graph itself fixes the input size)."""
+    if spec.onnx and not torch_form_available():
         return []
     return [int(spec.input_size * f) // 8 * 8 for f in SMALLER_INPUTS]
 

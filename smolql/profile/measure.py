@@ -3,7 +3,9 @@ runs through the executor that queries use, each preceded by inference batches t
 
 from __future__ import annotations
 
+import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,11 +18,13 @@ from smolql.models.registry import get_model
 from smolql.models.spec import ModelSpec
 from smolql.ops.loader import stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
-from smolql.planner.cost import ImageCost
+from smolql.planner.cost import Fetch, ImageCost
 from smolql.planner.rates import time_image
 from smolql.planner.space import ORIGINAL, PhysicalPlan, sized
+from smolql.sources import identify, io_threads, is_remote, read
 
 CALIBRATION_IMAGES = 64
+FETCH_PASSES = 2
 WARMUP_BATCHES = 3  # a fresh ONNX Runtime session runs its first two or three batches slower
 
 
@@ -74,6 +78,36 @@ def stage_costs(
         slot = np.empty(pre.output.shape, np.float32)
         costs = [time_image(pre, ref, slot) for ref in refs_for(plan, images)]
         out[key] = costs
+    return out
+
+
+def fetch_costs(plans: list[PhysicalPlan], images: list[SampleImage]) -> dict[str, Fetch]:
+    """Per plan input whose files are in object storage: the store's wall seconds per image
+    with the source's requests in flight, and this process's CPU seconds per image, over one
+    pass of what a query does per image (freshness check, then metadata and bytes)."""
+    out: dict[str, Fetch] = {}
+    for plan in plans:
+        if plan.source in out:
+            continue
+        paths = [r.path for r in refs_for(plan, images)]
+        remote = [p for p in paths if is_remote(p)]
+        if not remote:
+            out[plan.source] = None
+            continue
+
+        def fetch(path: str) -> None:
+            with contextlib.suppress(OSError):
+                identify(path)
+                read(path)
+
+        passes = []
+        with ThreadPoolExecutor(io_threads(remote[0], 1)) as pool:
+            for _ in range(FETCH_PASSES):  # the best: the first also opens the connections
+                cpu, wall = time.process_time(), time.perf_counter()
+                list(pool.map(fetch, remote))
+                passes.append((time.perf_counter() - wall, time.process_time() - cpu))
+        wall, cpu = min(passes)
+        out[plan.source] = (wall / len(paths), cpu / len(paths))
     return out
 
 

@@ -29,6 +29,7 @@ from smolql.models.registry import get_model
 from smolql.models.spec import ModelSpec
 from smolql.planner.cost import (
     CostModel,
+    Fetch,
     ImageCost,
     RunObservation,
     fit_contention,
@@ -40,6 +41,7 @@ from smolql.profile.measure import (
     SampleImage,
     cost_key,
     engine_inputs,
+    fetch_costs,
     infer_key,
     run_plan,
     stage_costs,
@@ -93,6 +95,16 @@ class Report:
     sample: int
     profiles: list[PlanProfile] = field(default_factory=list)
     cost: CostModel = field(default_factory=CostModel)
+    fetch: dict[str, Fetch] = field(default_factory=dict)  # per input in object storage
+
+    def describe_fetch(self) -> str:
+        """The measured object-storage reads, one phrase per remote input ('' if none)."""
+        return "; ".join(
+            f"{src} from object storage: {1 / f[0]:.0f} images/s served,"
+            f" {1000 * f[1]:.2f} ms client CPU per image"
+            for src, f in sorted(self.fetch.items())
+            if f and f[0] > 0
+        )
 
     @property
     def max_error(self) -> float:
@@ -130,6 +142,7 @@ def profile_catalog(
     )
 
     costs = stage_costs(plans, images)
+    fetches = fetch_costs(plans, images)
     model = fit_stage_costs([c for cs in costs.values() for c in cs], cores)
     inputs = engine_inputs(plans, images)
 
@@ -139,7 +152,7 @@ def profile_catalog(
         ref = _reference_plan(plans, [get_model(m) for m in options.models])
         basis = f"agreement with {ref.describe()}"
         truth = run_plan(ref, images, batch[ref.model], workers, threads).predictions
-    report = Report(catalog, basis, len(images), cost=model)
+    report = Report(catalog, basis, len(images), cost=model, fetch=fetches)
     # Rounds over all plans rather than repeats of one: a slow spell of a shared machine then
     # hits different plans in different rounds, and the median drops it.
     preds: dict[PhysicalPlan, dict[int, int]] = {}
@@ -176,7 +189,16 @@ def profile_catalog(
         pre_s = model.preprocess_s(measured)
         n = len(preds[plan])
         observations.append(
-            RunObservation(pre_s, infer_s, workers, batch[plan.model], n, seconds, plan.engine)
+            RunObservation(
+                pre_s,
+                infer_s,
+                workers,
+                batch[plan.model],
+                n,
+                seconds,
+                plan.engine,
+                fetches[plan.source],
+            )
         )
         report.profiles.append(
             _profile(plan, preds[plan], truth, seconds, measured, infer_s, batch)
@@ -184,7 +206,7 @@ def profile_catalog(
     fit_contention(model, observations)
     for prof, obs in zip(report.profiles, observations, strict=True):
         prof.predicted_per_s = obs.images / model.run_seconds(
-            obs.images, obs.pre_s, obs.infer_s, obs.workers, obs.batch, obs.engine
+            obs.images, obs.pre_s, obs.infer_s, obs.workers, obs.batch, obs.engine, obs.fetch
         )
     _mark_reference(report)
     store(con, report)

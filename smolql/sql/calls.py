@@ -149,6 +149,7 @@ def _arity(fn: SqlFunction, node: exp.Expression, given: int) -> None:
 def _check(node: exp.Anonymous, fn: SqlFunction, default_model: str, values: dict) -> UdfCall:
     args = list(node.expressions)
     _arity(fn, node, len(args))
+    _no_star(fn, args)
     image = args[0]
     integers: dict[str, int] = {}
     model, explicit = default_model, False
@@ -173,13 +174,27 @@ def _check(node: exp.Anonymous, fn: SqlFunction, default_model: str, values: dic
     while inner is not None and inner.image_expression:
         box_args = list(image.expressions)
         _arity(inner, image, len(box_args))
+        _no_star(inner, box_args)
         for arg, arg_name in zip(box_args[1:], BOX_ARGS, strict=True):
             _check_number(arg, arg_name, inner)
         boxes.insert(0, tuple(box_args[1:]))
         image = box_args[0]
         inner = function_of(image)
+    nested = next((n for n in [image, *image.find_all(exp.Anonymous)] if is_udf(n)), None)
+    if nested is not None:  # e.g. classify(classify(image)): a classification is no image
+        raise error(
+            f"{fn.name}() takes an image (a catalog's image column, or crop(image, ...)), not"
+            f" the result of {function_of(nested).name}()",
+            nested,
+        )
     k = fn.results_needed(integers)
     return UdfCall(node, fn, model, k, image, tuple(boxes), explicit=explicit)
+
+
+def _no_star(fn: SqlFunction, args: list[exp.Expression]) -> None:
+    star = next((a for a in args if isinstance(a, exp.Star)), None)
+    if star is not None:
+        raise error(f"{fn.name}() takes named arguments, not *: {fn.signature}", star)
 
 
 def _constant_int(

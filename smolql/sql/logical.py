@@ -172,8 +172,9 @@ def _early_limit(tree: exp.Expression, calls: list[UdfCall]):
     if not isinstance(tree, exp.Select) or tree.args.get("with_") is not None:
         return None, None
     limit = tree.args.get("limit")
-    if limit is None or not isinstance(limit.expression, exp.Literal):
-        return None, None
+    count = limit.expression if limit is not None else None
+    if not isinstance(count, exp.Literal) or not count.is_int:
+        return None, None  # LIMIT 'x', 2.5, ...: DuckDB says what is wrong with it
     blocked = ("order", "group", "having", "distinct", "joins", "qualify")
     if any(tree.args.get(a) for a in blocked) or tree.find(exp.AggFunc) or tree.find(exp.Window):
         return None, None
@@ -181,4 +182,4 @@ def _early_limit(tree: exp.Expression, calls: list[UdfCall]):
         return None, None  # subqueries: keep it simple and exact
     if len({c.image.sql() for c in calls}) != 1:
         return None, None
-    return int(limit.expression.name), calls[0].image.copy()
+    return int(count.name), calls[0].image.copy()

@@ -81,6 +81,12 @@ def parse_one(sql: str) -> exp.Expression:
         line = sql.splitlines()[(first.get("line") or 1) - 1] if sql else ""
         err.context = f"  {line}\n  {' ' * max(0, (first.get('col') or 1) - 1)}^"
         raise err from e
+    except (ValueError, AttributeError, TypeError, KeyError, IndexError, RecursionError) as e:
+        # sqlglot itself tripping over malformed input (a bug of its own, not a traceback
+        # for our users): still a syntax error
+        raise ParseError(
+            f"syntax error: the statement cannot be parsed ({type(e).__name__})"
+        ) from e
     if tree is None:
         raise ParseError("empty statement")
     return tree

@@ -51,7 +51,7 @@ def mark_ready(con: duckdb.DuckDBPyConnection, name: str) -> None:
 
 
 def drop_catalog(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Remove a catalog's rows, labels and view in one transaction."""
+    """Remove a catalog's rows, labels, manifest, boxes and views in one transaction."""
     con.begin()
     try:
         for table in ("images", "renditions", "errors"):
@@ -60,8 +60,15 @@ def drop_catalog(con: duckdb.DuckDBPyConnection, name: str) -> None:
         con.execute(f'DROP VIEW IF EXISTS "{name}"')
         con.execute(f'DROP TABLE IF EXISTS {SCHEMA}."labels_{name}"')
         con.execute(f'DROP TABLE IF EXISTS {SCHEMA}."manifest_{name}"')
-        con.execute(f'DROP VIEW IF EXISTS "{name}_boxes"')
+        con.execute(f'DROP VIEW IF EXISTS "{name}_boxes"')  # as databases before 2026-12 had it
         con.execute(f'DROP TABLE IF EXISTS {SCHEMA}."boxes_{name}"')
+        for (table,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = ?"
+            " AND starts_with(table_name, ?)",
+            [SCHEMA, f"boxes:{name}:"],
+        ).fetchall():
+            con.execute(f'DROP VIEW IF EXISTS "{table.split(":", 2)[2]}"')
+            con.execute(f'DROP TABLE {SCHEMA}."{table}"')
         con.commit()
     except BaseException:
         con.rollback()
@@ -164,17 +171,33 @@ def create_view(
 
 
 def replace_boxes(con: duckdb.DuckDBPyConnection, catalog: str, boxes: pa.Table, view: str) -> None:
-    """Store a catalog's boxes (``smolql."boxes_<catalog>"``) and (re)create the view that
-    joins them to its images by file name, in one transaction."""
-    table = f'{SCHEMA}."boxes_{catalog}"'
+    """Store a catalog's boxes (``smolql."boxes:<catalog>:<view>"``) and (re)create the view that
+    joins them to its images, in one transaction. A box's ``file`` names its image by the
+    end of its path: a file name, or as many folders as it takes (``train/0001.jpg``), or the
+    whole path or URI; a reference that fits two images of the catalog is an error naming it."""
+    table = f'{SCHEMA}."boxes:{catalog}:{view}"'  # one per view: a catalog may have several
+    match = (
+        f"i.catalog = '{catalog}' AND i.file = regexp_extract(b.file, '[^/]*$')"
+        " AND (i.path = b.file OR ends_with(i.path, '/' || b.file))"
+    )
     con.begin()
     try:
         con.register("__smolql_boxes", boxes)
         con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM __smolql_boxes")
         con.unregister("__smolql_boxes")
+        twice = con.execute(
+            f"SELECT b.file, list(i.path ORDER BY i.path)[:2] FROM (SELECT DISTINCT file FROM"
+            f" {table}) b JOIN {SCHEMA}.images i ON {match} GROUP BY b.file"
+            " HAVING count(*) > 1 ORDER BY b.file LIMIT 1"
+        ).fetchone()
+        if twice:
+            raise CatalogInputError(
+                f"the annotation's image {twice[0]!r} fits several images of {catalog!r}"
+                f" ({', '.join(twice[1])}, ...): give it with its folder"
+            )
         con.execute(
             f'CREATE OR REPLACE VIEW "{view}" AS SELECT i.id AS image_id, b.* FROM {table} b'
-            f" LEFT JOIN {SCHEMA}.images i ON i.catalog = '{catalog}' AND i.file = b.file"
+            f" LEFT JOIN {SCHEMA}.images i ON {match}"
         )
         con.commit()
     except BaseException:
