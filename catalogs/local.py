@@ -73,9 +73,14 @@ class LocalSource(Source):
         file under the final name (the leftovers carry ``.tmp-`` and are swept up)."""
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)  # a full disk must not keep the part that did fit
+            raise
 
     def remove(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -15,6 +15,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -70,6 +71,12 @@ static int make_coeffs(const axis *a, int out_len, long src_len, coeffs *c, char
         if (xmax > a->in_size) xmax = a->in_size;
         xmax -= xmin;
         if (xmax > ksize) xmax = ksize;
+        if (xmax <= 0) { /* no input pixel under this output pixel: a caller's bad geometry */
+            snprintf(err, 200, "output pixel %ld maps outside the input (0..%ld)", xx,
+                     a->in_size);
+            free(pre);
+            return 0;
+        }
         for (long x = 0; x < xmax; x++) {
             double w = triangle((x + xmin - center + 0.5) * ss);
             pre[x] = w;
@@ -379,8 +386,10 @@ static PyObject *resize_normalize(PyObject *self, PyObject *args) {
                           &jb.mul[1], &jb.mul[2], &jb.add[0], &jb.add[1], &jb.add[2]))
         return NULL;
     if (!parse_axis(xo, &jb.ax) || !parse_axis(yo, &jb.ay)) return NULL;
-    if (jb.ax.scale <= 0 || jb.ay.scale <= 0) {
-        PyErr_SetString(PyExc_ValueError, "scale must be positive");
+    /* !(x > 0) also refuses NaN; a JPEG is at most 65535 pixels wide, so no real resize
+     * shrinks by more (and a larger scale would overflow the filter size). */
+    if (!(jb.ax.scale > 0 && jb.ay.scale > 0 && jb.ax.scale < 65536 && jb.ay.scale < 65536)) {
+        PyErr_SetString(PyExc_ValueError, "scale must be positive and below 65536");
         return NULL;
     }
     Py_buffer src, out;
@@ -391,13 +400,17 @@ static PyObject *resize_normalize(PyObject *self, PyObject *args) {
     }
     char err[256] = "";
     int ok = 0;
-    if (src.ndim != 3 || src.itemsize != 1 || src.shape[2] != 4 || src.strides[2] != 1) {
-        PyErr_SetString(PyExc_ValueError, "src must be a (height, width, 4) uint8 RGBX array");
+    if (src.ndim != 3 || src.itemsize != 1 || src.shape[2] != 4 || src.strides[2] != 1 ||
+        src.shape[0] < 1 || src.shape[1] < 1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "src must be a non-empty (height, width, 4) uint8 RGBX array");
     } else if (out.ndim != 3 || out.itemsize != 4 || strcmp(out.format, "f") != 0 ||
                out.shape[0] != 3 || out.strides[2] != 4 || out.strides[1] % 4 ||
-               out.strides[0] % 4) {
+               out.strides[0] % 4 || out.shape[1] < 1 || out.shape[2] < 1 ||
+               out.shape[1] > INT_MAX / 4 || out.shape[2] > INT_MAX / 4) {
         PyErr_SetString(PyExc_ValueError,
-                        "out must be a (3, height, width) float32 array with packed rows");
+                        "out must be a non-empty (3, height, width) float32 array with packed"
+                        " rows");
     } else {
         jb.src = src.buf;
         jb.src_h = src.shape[0];

@@ -26,6 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="database file (default $SMOLQL_DB or ./smolql.duckdb)",
     )
     common.add_argument(
+        "--read-only",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="open the database read-only: several processes may read it at once while none"
+        " writes (automatic when the file is not writable)",
+    )
+    common.add_argument(
         "--executor",
         default=argparse.SUPPRESS,
         help="where UDF stages run: local (default, or $SMOLQL_EXECUTOR) or ray",
@@ -164,7 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     new = db != ":memory:" and not os.path.exists(db)
     try:
         chosen = getattr(args, "executor", None)
-        with connect(db, **({"executor": chosen} if chosen else {})) as con:
+        options = {"executor": chosen} if chosen else {}
+        if getattr(args, "read_only", False):
+            options["read_only"] = True
+        with connect(db, **options) as con:
             if new and args.command in ("query", "shell"):
                 print(f"note: {db} did not exist: created a new, empty database", file=sys.stderr)
             return handler(con, args)

@@ -18,7 +18,7 @@ from smolql.dbapi import Cursor
 from smolql.ingest import manage
 from smolql.ingest.definition import DEFAULT_RENDITIONS
 from smolql.ingest.ingest import IngestSummary
-from smolql.storage.schema import RenditionRoot, close_database, open_database
+from smolql.storage.schema import RenditionRoot, close_database, open_database, writable
 from smolql.storage.user_models import user_models
 
 EXECUTOR_ENV = "SMOLQL_EXECUTOR"  # the default executor of new connections (e.g. "ray")
@@ -45,12 +45,18 @@ class Connection:
     ProgrammingError = errors.ProgrammingError
     NotSupportedError = errors.NotSupportedError
 
-    def __init__(self, database: str | None = None, **settings: Any) -> None:
+    def __init__(
+        self, database: str | None = None, *, read_only: bool | None = None, **settings: Any
+    ) -> None:
         self.database = database or default_db_path()
         if "executor" not in settings and os.environ.get(EXECUTOR_ENV):
             settings["executor"] = os.environ[EXECUTOR_ENV]
         self.settings = Settings(**settings)
-        self.duckdb = open_database(self.database)
+        # read_only None: read-only exactly when this process may not write the file
+        if read_only is None:
+            read_only = self.database != ":memory:" and not writable(self.database)
+        self.read_only = bool(read_only)
+        self.duckdb = open_database(self.database, self.read_only)
         self.renditions = RenditionRoot(self.database)
         self.closed = False
         # One statement at a time per connection: threads that share it take turns (PEP 249
@@ -88,6 +94,17 @@ class Connection:
         if self.closed:
             raise errors.InterfaceError("connection is closed")
 
+    def _writable(self, what: str) -> None:
+        """Refuse, clearly, to change a database opened read-only."""
+        self._check()
+        if self.read_only:
+            raise errors.CatalogError(
+                f"cannot {what}: the database is open read-only (read_only=True, or this"
+                " process may not write the file); queries still work, their results are not"
+                " cached",
+                file=self.database,
+            )
+
     def _run(self, operation: str, parameters) -> pa.Table:
         """Run for a DB-API cursor, on the shared connection (one transaction for all)."""
         from smolql.execute import run_script
@@ -107,6 +124,7 @@ class Connection:
         progress: bool | None = None,
     ) -> IngestSummary:
         """Register a folder (recursive) or glob of images as catalog ``name`` and ingest it."""
+        self._writable("create a catalog")
         definition = manage.CatalogDef(
             name,
             source,
@@ -139,6 +157,7 @@ class Connection:
         must be importable wherever the database is opened. ``labels`` is a file
         (one per line, or a JSON list) or the labels themselves; ``resize`` defaults to
         ``input_size * 8 / 7`` and mean/std to ImageNet's."""
+        self._writable("add a model")
         from smolql.models import user
         from smolql.models.registry import models
 
@@ -219,6 +238,7 @@ class Connection:
         """Attach boxes (a COCO JSON, or a CSV/Parquet/JSON Lines table of file, x, y, w, h,
         label) to ``catalog`` as a view (default ``<catalog>_boxes``) joined to its images by
         file name; attaching again replaces them. Returns the view's name."""
+        self._writable("attach boxes")
         from smolql.ingest.boxes import attach, read_boxes
 
         self._check()
@@ -228,9 +248,11 @@ class Connection:
 
     def refresh_catalog(self, name: str, *, progress: bool | None = None) -> IngestSummary:
         """Ingest added and changed files and forget deleted ones; unchanged files are skipped."""
+        self._writable("refresh a catalog")
         return manage.refresh(self.duckdb, self.renditions, name, self._opts(progress))
 
     def drop_catalog(self, name: str) -> None:
+        self._writable("drop a catalog")
         manage.drop(self.duckdb, self.renditions, name)
 
     def catalogs(self) -> list[str]:
@@ -293,6 +315,7 @@ class Connection:
         fit and check the cost model, and store the profiles (see :mod:`smolql.profile.run`).
         ``models`` defaults to every registered model with weights at hand and the same labels
         as the default model, including the models trained in this database."""
+        self._writable("store profiles")
         from smolql.lowres.trained import trained_renditions
         from smolql.planner.physical import make_plan
         from smolql.profile.run import Options, profile_catalog
@@ -400,6 +423,7 @@ class Connection:
     ):
         """Fine-tune ``model`` for ``rendition`` inputs by distilling from the model itself on
         the catalog's originals (no labels); registers ``<model>@<rendition>``."""
+        self._writable("store a trained model")
         from smolql.lowres.distill import TrainConfig
         from smolql.lowres.train import train
 

@@ -95,6 +95,11 @@ class CatalogError(SmolQLError, OperationalError):
     """A catalog could not be created, refreshed or read."""
 
 
+class StorageFullError(CatalogError):
+    """Where SmolQL writes (renditions, the database) has no space left: every later write
+    would fail too, so the work stops with this rather than skipping image after image."""
+
+
 class CatalogInputError(CatalogError, ValueError):
     """The user named a source, spec or catalog that is not valid."""
 

@@ -257,13 +257,15 @@ def _run_early(con, settings: Settings, plan: QueryPlan, stats: QueryStats, phys
     """LIMIT n without ORDER BY: evaluate the UDFs round by round, each round on new images
     only, until n rows qualify."""
     first = plan.stages[0]
-    ids = [
-        r[0]
-        for r in con.execute(
+    try:
+        rows = con.execute(
             f"SELECT DISTINCT ({IMAGE}).id FROM ({first.driver.sql('duckdb')}) ORDER BY 1",
             bound(first.driver, plan.params),
         ).fetchall()
-    ]
+    except duckdb.Error:  # e.g. no image value (a string, another struct): say so
+        driver_rows(con, first, False, plan.params)  # raises the clear error
+        raise
+    ids = [r[0] for r in rows]
     step = (settings.batch_size or 32) * 2
     restricted = plan.tree.copy()
     restricted.set("limit", None)

@@ -79,3 +79,44 @@ def test_fuzzed_statements_give_pep249_errors_or_answers(db, tmp_path, seed):
     findings = [json.loads(line) for line in log.read_text().splitlines()]
     assert findings == [], findings[:5]
     assert f"{STATEMENTS // 2} statements" in proc.stdout
+
+
+NULL_WITH_WARNING = "NULL, with a warning naming the file"
+
+
+@pytest.mark.parametrize(
+    ("call", "decided"),
+    [
+        ("classify(crop(image, -10, -10, 50, 50))", NULL_WITH_WARNING),
+        ("classify(crop(image, 10, 10, 0, 50))", NULL_WITH_WARNING),
+        ("classify(crop(image, 5000, 5000, 50, 50))", NULL_WITH_WARNING),
+        ("classify(crop(image, NULL, 10, 50, 50))", "NULL"),
+        ("classify(CASE WHEN id > 100 THEN image END)", "NULL"),
+        (
+            "classify(struct_pack(catalog := 'photos', id := 1, path := '/nope.jpg', hash := 'x'))",
+            NULL_WITH_WARNING,
+        ),
+        ("classify_topk(image, 0)", "k must be between 1 and 1000, not 0"),
+        ("classify_topk(image, -1)", "k must be between 1 and 1000, not -1"),
+        ("classify_topk(image, NULL)", "k must be a positive integer constant"),
+        ("classify(NULL)", "takes an image"),
+        ("classify(struct_pack(a := 1))", "takes an image"),
+        ("classify('x')", "takes an image"),
+        ("classify(image, 'nope')", "unknown model 'nope'"),
+    ],
+)
+@pytest.mark.parametrize("limit", ["", " LIMIT 1"])
+def test_bad_udf_arguments_are_decided(db, call, decided, limit):
+    """What each bad argument gives, as the README's table says: a crop box that is invalid
+    or outside the image, or an image value whose file is gone, is a NULL with a warning; a
+    NULL argument is a NULL; a k out of range, a non-image and an unknown model are errors."""
+    sql = f"SELECT {call} AS v FROM photos{limit}"
+    with smolql.connect(db) as con, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if decided.startswith("NULL"):
+            rows = con.sql(sql).to_pylist()
+            assert all(r["v"] is None for r in rows)
+            assert bool(caught) == (decided == NULL_WITH_WARNING) or not rows
+        else:
+            with pytest.raises(smolql.Error, match=re.escape(decided)):
+                con.sql(sql)

@@ -29,7 +29,7 @@ from smolql.sql.calls import BOX_ARGS, error
 from smolql.sql.logical import IMAGE, Stage, roi_names
 from smolql.sql.run import bound, sql_error
 from smolql.storage import cache
-from smolql.storage.schema import renditions_by_hash
+from smolql.storage.schema import is_read_only, renditions_by_hash
 
 IMAGE_FIELDS = {"catalog", "id", "path", "hash"}
 DONE_TABLE = "__smolql_chunk"  # the image ids a LIMIT query evaluates in this round
@@ -128,10 +128,7 @@ def driver_rows(
         raise sql_error(e) from e
     kind = table.schema.field(IMAGE).type
     if not (pa.types.is_struct(kind) and {f.name for f in kind} >= IMAGE_FIELDS):
-        raise QueryError(
-            f"{stage.call.kind}() takes an image (a catalog's image column, or crop(image, ...)),"
-            f" not {kind}"
-        )
+        raise _not_an_image(stage, kind)
     for i, (name, arg) in enumerate(
         zip(roi_names(len(stage.call.roi or ())), stage.call.roi or (), strict=True)
     ):
@@ -144,6 +141,14 @@ def driver_rows(
         ):
             raise error(f"crop(): argument {BOX_ARGS[i % 4]} must be a number, not {t}", arg)
     return table
+
+
+def _not_an_image(stage: Stage, kind: object) -> QueryError:
+    """The argument given as the image is no image value."""
+    return QueryError(
+        f"{stage.call.kind}() takes an image (a catalog's image column, or crop(image, ...)),"
+        f" not {kind}"
+    )
 
 
 def _work(
@@ -250,7 +255,7 @@ def _evaluate(
                 # Stored under the hash of the bytes decoded (they may have changed mid-query).
                 fresh.append((digest or ref.key[0], ref.key[1], topk))
     stats.inferred = len(todo)
-    if settings.cache:
+    if settings.cache and fresh and not is_read_only(con):  # read-only: answers, not kept
         cache.store(con, fresh, spec.name, weights, plan_key, call.k)
     return found
 

@@ -5,11 +5,12 @@ It runs in worker threads: libjpeg-turbo, OpenCV and hashlib release the GIL.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from datetime import datetime
 
-from smolql.errors import DecodeError
+from smolql.errors import DecodeError, StorageFullError
 from smolql.freshness import content_hash
 from smolql.imaging.decode import decode_rgb
 from smolql.imaging.encode import encode, shrink_to_short_side
@@ -54,6 +55,8 @@ def ingest_file(
         return _ingest(path, specs, out_dir, max_pixels)
     except DecodeError as e:
         return Skipped(path, e.message)
+    except StorageFullError:
+        raise  # not this image's fault: the ingest stops, with the reason
     except PermissionError:
         return Skipped(path, "permission denied")
     except OSError as e:
@@ -130,5 +133,15 @@ def _write(pixels, spec: RenditionSpec, digest: str, out_dir: str) -> Rendition:
     small = shrink_to_short_side(pixels, spec.short_side)
     data = encode(small, spec.format, spec.quality)
     target = rendition_path(out_dir, spec, digest)
-    write(target, data)  # whole or not at all (local: temp file + rename; object store: a PUT)
+    try:
+        write(target, data)  # whole or not at all (local: temp file + rename; object store: PUT)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFullError(
+                f"no space left for renditions under {out_dir} ({e.strerror}): free space, or"
+                " set SMOLQL_RENDITIONS to a folder with room; the images ingested so far are"
+                " kept and a re-run continues",
+                file=target,
+            ) from e
+        raise
     return Rendition(str(spec), target, small.shape[1], small.shape[0], len(data))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -85,16 +86,25 @@ class Database:
 
     _lock = threading.Lock()
     _open: ClassVar[dict[str, tuple[duckdb.DuckDBPyConnection, int]]] = {}
+    _read_only: ClassVar[dict[str, bool]] = {}
 
     @classmethod
-    def connect(cls, path: str) -> duckdb.DuckDBPyConnection:
+    def connect(cls, path: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         if path == MEMORY:
             return _initialise(duckdb.connect(MEMORY))
         key = os.path.realpath(path)
         with cls._lock:
             base, users = cls._open.get(key, (None, 0))
             if base is None:
-                base = _opened(_attach(path), path)
+                base = _opened(_attach(path, read_only), path, read_only)
+                cls._read_only[key] = read_only
+            elif cls._read_only[key] != read_only:
+                mode = "read-only" if cls._read_only[key] else "writable"
+                raise CatalogError(
+                    f"this process has the database open {mode} already; open it the same way"
+                    " (one file is one DuckDB instance per process)",
+                    file=path,
+                )
             cls._open[key] = (base, users + 1)
             return cursor(base)
 
@@ -110,40 +120,91 @@ class Database:
                 return
             if users <= 1:
                 del cls._open[key]
+                cls._read_only.pop(key, None)
                 base.close()
             else:
                 cls._open[key] = (base, users - 1)
 
 
-def open_database(path: str) -> duckdb.DuckDBPyConnection:
+def open_database(path: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open (creating if needed) a SmolQL database and make sure its system schema exists;
-    close it with :func:`close_database`."""
-    return Database.connect(path)
+    close it with :func:`close_database`. ``read_only``: DuckDB's shared read-only mode (several
+    processes may read at once while none writes); the database must exist and be current."""
+    return Database.connect(path, read_only)
+
+
+def is_read_only(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``con``'s database file is attached read-only."""
+    row = fetch_one(con, "SELECT readonly FROM duckdb_databases() WHERE database_name = ?",
+                    [ALIAS])  # fmt: skip
+    return bool(row and row[0])
+
+
+def writable(path: str) -> bool:
+    """Whether this process may write ``path`` (a new file: whether its folder is writable)."""
+    if not os.path.exists(path):
+        return os.access(os.path.dirname(os.path.abspath(path)) or ".", os.W_OK)
+    try:
+        os.close(os.open(path, os.O_RDWR))
+        return True
+    except PermissionError:
+        return False
+    except OSError:
+        return True  # another problem: let the open itself report it
 
 
 def close_database(path: str, con: duckdb.DuckDBPyConnection) -> None:
     Database.release(path, con)
 
 
-def _attach(path: str) -> duckdb.DuckDBPyConnection:
+def _attach(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(MEMORY)
     literal = "'" + path.replace("'", "''") + "'"
+    if read_only and not os.path.exists(path):
+        raise CatalogError("cannot open a database read-only: no such file", file=path)
     try:
-        con.execute(f"ATTACH {literal} AS {ALIAS}")
+        con.execute(f"ATTACH {literal} AS {ALIAS}" + (" (READ_ONLY)" if read_only else ""))
     except duckdb.Error as e:
         con.close()
+        if "Conflicting lock" in str(e):
+            pid = re.search(r"\(PID (\d+)\)", str(e))
+            who = f"process {pid.group(1)}" if pid else "another process"
+            raise CatalogError(
+                f"cannot open database: {who} has it open"
+                + (" for writing" if read_only else "")
+                + ". Wait for it to finish (or close it); processes that only read can share"
+                " the file with read_only=True (smolql --read-only) while none writes",
+                file=path,
+            ) from e
         raise CatalogError(f"cannot open database: {e}", file=path) from e
     con.execute(f"USE {ALIAS}")
     return con
 
 
-def _opened(con: duckdb.DuckDBPyConnection, path: str) -> duckdb.DuckDBPyConnection:
+def _opened(
+    con: duckdb.DuckDBPyConnection, path: str, read_only: bool
+) -> duckdb.DuckDBPyConnection:
     """Initialise a just-attached file; on failure detach it (the file stays openable)."""
     try:
-        return _initialise(con)
+        return _check_current(con) if read_only else _initialise(con)
     except Exception:
         con.close()
         raise
+
+
+def _check_current(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A read-only database cannot be created or migrated: it must be current already."""
+    try:
+        row = fetch_one(con, f"SELECT value FROM {SCHEMA}.meta WHERE key = 'schema_version'")
+    except duckdb.Error:
+        row = None
+    if not row or int(row[0]) != SCHEMA_VERSION:
+        found = f"schema version {row[0]}" if row else "no SmolQL schema"
+        raise CatalogError(
+            f"cannot open read-only: the database has {found}, this SmolQL needs version"
+            f" {SCHEMA_VERSION} (open it once writable to create or upgrade it)"
+        )
+    return con
 
 
 def _initialise(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
