@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from dataclasses import replace
 
 import duckdb
@@ -89,6 +90,12 @@ def save(
     for previous in old:
         if previous != path and os.path.exists(previous):
             os.remove(previous)
+    # What a killed earlier run of this model left: a temp file, or weights written but never
+    # recorded (the row is committed after the file is in place).
+    mine = re.compile(re.escape(slug) + r"-[0-9a-f]{12}\.pt(\.tmp)?")
+    for leftover in os.listdir(folder):
+        if mine.fullmatch(leftover) and os.path.join(folder, leftover) != path:
+            os.remove(os.path.join(folder, leftover))
     return register_model(trained_spec(base, rendition, path), replace=True)
 
 
