@@ -168,8 +168,7 @@ class ObjectStoreSource(Source):
         return sorted(f"{scheme}://{k}" for k in keys if is_image_name(k))
 
     def stat(self, path: str) -> Signature:
-        fs = _filesystem(path)
-        return _signature(_retrying(path, lambda: fs.info(path)))
+        return self.identify(path)[0]
 
     def identify(self, path: str) -> tuple[Signature, str | None]:
         fs = _filesystem(path)
@@ -180,15 +179,12 @@ class ObjectStoreSource(Source):
         """The object's metadata, then (with an ETag) a ranged read of its first ``size``
         bytes: probing a JPEG's header needs a few kilobytes, not the whole photograph. The
         metadata comes first, as in :meth:`read`."""
-        fs = _filesystem(path)
-        info = _retrying(path, lambda: fs.info(path))
-        signature, version = _signature(info), _version(path, info)
+        signature, version = self.identify(path)
         if version is None:
             data, signature = self.read(path)
             return Head(data, signature, None, True)
-        total = signature[0]
-        data = _retrying(path, lambda: fs.cat_file(path, start=0, end=min(size, total)))
-        return Head(data, signature, version, len(data) >= total)
+        data = self.read_range(path, 0, min(size, signature[0]))
+        return Head(data, signature, version, len(data) >= signature[0])
 
     def read(self, path: str) -> tuple[bytes, Signature]:
         """The object's bytes and its signature, looked up *before* the bytes: an overwrite in

@@ -241,7 +241,6 @@ class Connection:
         self._writable("attach boxes")
         from smolql.ingest.boxes import attach, read_boxes
 
-        self._check()
         manage.get_definition(self.duckdb, catalog)  # an error naming it if there is none
         with self._lock:
             return attach(self.duckdb, catalog, read_boxes(annotations), name)
@@ -317,6 +316,7 @@ class Connection:
         as the default model, including the models trained in this database."""
         self._writable("store profiles")
         from smolql.lowres.trained import trained_renditions
+        from smolql.planner.engines import profile_precisions
         from smolql.planner.physical import make_plan
         from smolql.profile.run import Options, profile_catalog
 
@@ -324,8 +324,6 @@ class Connection:
         trained = trained_renditions(self.duckdb)
         names += [t for t in trained if t not in names and (t.split("@")[0] in names)]
         defaults = {}
-        from smolql.planner.engines import profile_precisions
-
         self.calibrate(names, catalog=catalog, only_missing=True, say=say)
         for name in names:
             plan = make_plan(

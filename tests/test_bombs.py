@@ -69,26 +69,27 @@ def run(folder: Path, db: Path, step: str) -> str:
     return proc.stdout
 
 
+def write(folder: Path, files: dict[str, bytes]) -> Path:
+    folder.mkdir(exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
 def test_bombs_are_refused_at_ingest_and_at_query_time(tmp_path):
     photos = real_jpegs(3)
     made = bombs(photos[0])
-    at_ingest = tmp_path / "ingest"
-    at_ingest.mkdir()
-    for name, data in made.items():
-        (at_ingest / name).write_bytes(data)
+    at_ingest = write(tmp_path / "ingest", made)
     out = run(at_ingest, tmp_path / "i.duckdb", "ingest")
     assert "SKIPPED 3" in out
     assert "30000x30000 = 900,000,000 pixels exceeds the limit" in out
     assert "100000x100000 = 10,000,000,000 pixels exceeds the limit" in out
     assert "Inconsistent progression sequence" in out
 
-    swapped = tmp_path / "swapped"
-    swapped.mkdir()
-    for name, photo in zip(made, photos, strict=True):
-        (swapped / name).write_bytes(photo.read_bytes())
+    originals = {name: photo.read_bytes() for name, photo in zip(made, photos, strict=True)}
+    swapped = write(tmp_path / "swapped", originals)
     assert "SKIPPED 0" in run(swapped, tmp_path / "q.duckdb", "ingest")
-    for name, data in made.items():  # the world changes under the catalog
-        (swapped / name).write_bytes(data)
+    write(swapped, made)  # the world changes under the catalog
     out = run(swapped, tmp_path / "q.duckdb", "query")
     assert "NULLS ['a.jpg', 'b.png', 'c.jpg']" in out
     assert "30000x30000 exceeds the pixel limit" in out

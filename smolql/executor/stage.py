@@ -29,7 +29,7 @@ from smolql.sql.calls import BOX_ARGS, error
 from smolql.sql.logical import IMAGE, Stage, roi_names
 from smolql.sql.run import bound, sql_error
 from smolql.storage import cache
-from smolql.storage.schema import is_read_only, renditions_by_hash
+from smolql.storage.schema import renditions_by_hash
 
 IMAGE_FIELDS = {"catalog", "id", "path", "hash"}
 DONE_TABLE = "__smolql_chunk"  # the image ids a LIMIT query evaluates in this round
@@ -255,7 +255,7 @@ def _evaluate(
                 # Stored under the hash of the bytes decoded (they may have changed mid-query).
                 fresh.append((digest or ref.key[0], ref.key[1], topk))
     stats.inferred = len(todo)
-    if settings.cache and fresh and not is_read_only(con):  # read-only: answers, not kept
+    if settings.cache:
         cache.store(con, fresh, spec.name, weights, plan_key, call.k)
     return found
 

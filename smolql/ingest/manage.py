@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from smolql.errors import CatalogInputError
+from smolql.errors import CatalogError, CatalogInputError
 from smolql.ingest.definition import parse_specs
 from smolql.ingest.ingest import IngestSummary, Runner, ingest
 from smolql.ingest.scan import resolve_source, scan, source_columns
@@ -155,11 +155,22 @@ def describe(con: duckdb.DuckDBPyConnection, name: str) -> dict:
     }
 
 
-def class_indices(con: duckdb.DuckDBPyConnection, catalog: str) -> dict[str, int]:
-    """Path -> the catalog's integer ``class_index`` label (its labels or manifest column), or
-    nothing when it has no such column."""
+def label_column(
+    con: duckdb.DuckDBPyConnection, catalog: str, wanted: str | None = None
+) -> str | None:
+    """The column that holds a catalog's true classes: ``wanted`` (an error if it has none
+    of that name), else an integer ``class_index`` (from its labels or manifest), else None."""
     columns = {r[0]: r[1] for r in con.execute(f'DESCRIBE "{catalog}"').fetchall()}
-    if "INT" not in columns.get("class_index", ""):
+    if wanted:
+        if wanted not in columns:
+            raise CatalogError(f"catalog {catalog!r} has no column {wanted!r} to score against")
+        return wanted
+    return "class_index" if "INT" in columns.get("class_index", "") else None
+
+
+def class_indices(con: duckdb.DuckDBPyConnection, catalog: str) -> dict[str, int]:
+    """Path -> the catalog's ``class_index`` label, or nothing when it has none."""
+    if label_column(con, catalog) is None:
         return {}
     rows = con.execute(
         f'SELECT path, class_index FROM "{catalog}" WHERE class_index IS NOT NULL ORDER BY id'

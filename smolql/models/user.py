@@ -37,6 +37,7 @@ from smolql.ops.transform import IMAGENET_MEAN, IMAGENET_STD, Transform
 from smolql.storage.user_models import replace_user_model, user_model_files, user_models
 
 LAYOUTS = ("NCHW", "NHWC")
+PYTHON = "python:"  # an ``arch`` naming a user's factory rather than a torchvision model
 REGISTERED: set[str] = set()  # names registered from a database in this process
 
 
@@ -309,9 +310,6 @@ def _register(row: dict) -> ModelSpec:
         )
     REGISTERED.add(spec.name)
     return register_model(spec, replace=True)
-
-
-PYTHON = "python:"  # an ``arch`` naming a user's factory rather than a torchvision model
 
 
 def python_arch(entry_point: str) -> str:

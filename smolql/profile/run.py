@@ -24,7 +24,7 @@ from smolql.backends.cpu import machine_id
 from smolql.backends.registry import available
 from smolql.config import PROFILE_SAMPLE
 from smolql.errors import CatalogError
-from smolql.ingest.manage import get_definition
+from smolql.ingest.manage import get_definition, label_column
 from smolql.models.registry import get_model
 from smolql.models.spec import ModelSpec
 from smolql.planner.cost import (
@@ -126,7 +126,7 @@ def profile_catalog(
     ``defaults`` maps each model to its measured default (backend, precision, batch size);
     its plans use that engine, plus ONNX Runtime int8 when ``int8`` is among the precisions.
     ``split`` is the planner's (decode workers, inference threads) for this catalog."""
-    label_col = _label_column(con, catalog, options.labels)
+    label_col = label_column(con, catalog, options.labels)
     images = _sample(con, catalog, label_col, options.sample, options.seed)
     if not images:
         raise CatalogError(f"catalog {catalog!r} has no images to profile")
@@ -298,17 +298,6 @@ def _engines(
         else:
             say(f"no backend offers {precision} on this machine: skipped")
     return out
-
-
-def _label_column(con, catalog: str, wanted: str | None) -> str | None:
-    columns = {r[0]: r[1] for r in con.execute(f'DESCRIBE "{catalog}"').fetchall()}
-    if wanted:
-        if wanted not in columns:
-            raise CatalogError(f"catalog {catalog!r} has no column {wanted!r} to score against")
-        return wanted
-    if "INT" in columns.get("class_index", ""):
-        return "class_index"
-    return None
 
 
 def _sample(con, catalog: str, label_col: str | None, n: int, seed: int) -> list[SampleImage]:

@@ -180,7 +180,7 @@ def _check(node: exp.Anonymous, fn: SqlFunction, default_model: str, values: dic
         boxes.insert(0, tuple(box_args[1:]))
         image = box_args[0]
         inner = function_of(image)
-    nested = next((n for n in [image, *image.find_all(exp.Anonymous)] if is_udf(n)), None)
+    nested = next((n for n in image.find_all(exp.Anonymous) if is_udf(n)), None)
     if nested is not None:  # e.g. classify(classify(image)): a classification is no image
         raise error(
             f"{fn.name}() takes an image (a catalog's image column, or crop(image, ...)), not"

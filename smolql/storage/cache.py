@@ -1,6 +1,7 @@
 """The UDF result cache: outputs stored in the database, keyed by content hash, model and
 weights version, plan (backend/precision/input/decode) and region. Changed file content has a
-new hash, so it misses; ``SET smolql.cache = off`` bypasses the cache."""
+new hash, so it misses; ``SET smolql.cache = off`` bypasses the cache; a database opened
+read-only is read, never written."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import duckdb
 import pyarrow as pa
 
 from smolql.models.spec import TOPK
-from smolql.storage.schema import SCHEMA
+from smolql.storage.schema import SCHEMA, is_read_only
 
 
 def lookup(
@@ -36,7 +37,7 @@ def store(
     plan: str,
     k: int,
 ) -> None:
-    if not rows:
+    if not rows or is_read_only(cur):  # read-only: the answers are given, not kept
         return
     table = pa.table(
         {

@@ -86,7 +86,6 @@ class Database:
 
     _lock = threading.Lock()
     _open: ClassVar[dict[str, tuple[duckdb.DuckDBPyConnection, int]]] = {}
-    _read_only: ClassVar[dict[str, bool]] = {}
 
     @classmethod
     def connect(cls, path: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -97,9 +96,8 @@ class Database:
             base, users = cls._open.get(key, (None, 0))
             if base is None:
                 base = _opened(_attach(path, read_only), path, read_only)
-                cls._read_only[key] = read_only
-            elif cls._read_only[key] != read_only:
-                mode = "read-only" if cls._read_only[key] else "writable"
+            elif is_read_only(base) != read_only:
+                mode = "read-only" if is_read_only(base) else "writable"
                 raise CatalogError(
                     f"this process has the database open {mode} already; open it the same way"
                     " (one file is one DuckDB instance per process)",
@@ -120,7 +118,6 @@ class Database:
                 return
             if users <= 1:
                 del cls._open[key]
-                cls._read_only.pop(key, None)
                 base.close()
             else:
                 cls._open[key] = (base, users - 1)
