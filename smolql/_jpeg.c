@@ -10,6 +10,11 @@
  * upsampling looks at neighbouring chroma samples, so the columns are widened by 1 px on the
  * left and half an iMCU on the right before cropping; the trimmed result then equals the same
  * region of a full decode.
+ *
+ * Scans: a progressive JPEG may legally hold about 2,000 scans, each a pass over the image's
+ * blocks; encoders write about 10 (cjpeg's own script reader stops at 100). A file with more
+ * than MAX_SCANS is refused as it reaches scan MAX_SCANS + 1, so decode time stays bounded
+ * by MAX_SCANS passes over at most max_image_pixels.
  */
 #define PY_SSIZE_T_CLEAN
 #define BLOCK_ROWS 16
@@ -41,10 +46,24 @@ static void on_message(j_common_ptr cinfo, int level) {
     }
 }
 
+#define MAX_SCANS 500
+
 typedef struct {
     struct jpeg_decompress_struct cinfo;
     error_mgr err;
+    struct jpeg_progress_mgr progress;
 } decoder;
+
+static void on_progress(j_common_ptr cinfo) {
+    j_decompress_ptr di = (j_decompress_ptr)cinfo;
+    if (di->input_scan_number > MAX_SCANS) {
+        error_mgr *err = (error_mgr *)cinfo->err;
+        snprintf(err->message, JMSG_LENGTH_MAX,
+                 "progressive JPEG with more than %d scans (decoding time grows with each)",
+                 MAX_SCANS);
+        longjmp(err->jump, 1);
+    }
+}
 
 static void decoder_init(decoder *d) {
     memset(d, 0, sizeof(*d));
@@ -52,6 +71,8 @@ static void decoder_init(decoder *d) {
     d->err.pub.error_exit = on_error;
     d->err.pub.emit_message = on_message;
     jpeg_create_decompress(&d->cinfo);
+    d->progress.progress_monitor = on_progress;
+    d->cinfo.progress = &d->progress;
 }
 
 /* Must run after setjmp: an empty input makes jpeg_mem_src raise. */

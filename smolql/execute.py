@@ -18,6 +18,7 @@ from sqlglot.tokens import Tokenizer, TokenType
 from smolql.backends.cpu import machine_id
 from smolql.config import SETTINGS, Settings
 from smolql.errors import QueryError, SmolQLError
+from smolql.executor import cached as in_duckdb
 from smolql.executor.base import where
 from smolql.executor.registry import get_executor
 from smolql.executor.stage import DONE_TABLE, ImageWarning, StageStats, driver_rows, run_stage
@@ -32,7 +33,7 @@ from smolql.planner.rates import Header
 from smolql.planner.space import ORIGINAL
 from smolql.sql.logical import IMAGE, QueryPlan, Stage, plan_query
 from smolql.sql.parse import classify_statement, parse_one, split, uses_smolql
-from smolql.sql.run import bound, query_arrow, sql_error
+from smolql.sql.run import bound, clear_name, query_arrow, sql_error
 from smolql.storage import cache
 from smolql.storage.profiles import cost_model as profile_cost_model
 from smolql.storage.schema import image_headers
@@ -220,8 +221,13 @@ def evaluate_stages(
         _run_early(con, settings, plan, stats, physical)
         return plan, stats
     for stage in plan.stages:
-        s, table = run_stage(con, settings, stage, physical[stage.index], values=values)
-        con.register(stage.table, table)
+        s = None
+        if in_duckdb.applies(stage, settings):
+            s = in_duckdb.run_stage(con, settings, stage, physical[stage.index], values)
+        if s is None:
+            s, table = run_stage(con, settings, stage, physical[stage.index], values=values)
+            clear_name(con, stage.table)
+            con.register(stage.table, table)
         stats.stages[stage.index] = s
     return plan, stats
 
@@ -287,6 +293,7 @@ def _run_early(con, settings: Settings, plan: QueryPlan, stats: QueryStats, phys
                 con, settings, stage, physical[stage.index], restrict=True, values=plan.params
             )
             tables[stage.index].append(table)
+            clear_name(con, stage.table)
             con.register(stage.table, pa.concat_tables(tables[stage.index]))
             stats.stages[stage.index] = stats.stages.get(stage.index, StageStats()).add(s)
         count = con.execute(count_sql, bound(restricted, plan.params)).fetchall()[0][0]
@@ -381,7 +388,7 @@ def explain_analyze(plan: QueryPlan, stats: QueryStats) -> list[str]:
         lines += s.ran
         lines.append(
             f"  rows from pre-filter {s.driver_rows}, cached {s.cached}, inferred {s.inferred},"
-            f" errors {s.errors}, {s.seconds:.3f} s"
+            f" errors {s.errors}, files checked {s.checked}, {s.seconds:.3f} s"
         )
         for node, (images, busy) in sorted(s.nodes.items()):
             lines.append(

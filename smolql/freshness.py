@@ -7,11 +7,16 @@ path with any hash. Before a query trusts a value's hash it checks the file's st
 and hash, as git does for its index: any write changes mtime and ctime, and a replacement also
 the inode. When anything differs, or the value matches no catalog row, the file is read and
 hashed, so the key is always the hash of the bytes that are there.
+
+Files verified this way are handed to the process's :data:`~smolql.watch.WATCHER`: while the
+kernel reports no change to them, later queries trust them without a ``stat`` (see
+:mod:`smolql.executor.cached`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +25,7 @@ import duckdb
 
 from smolql.sources import Signature, identify, io_threads, read
 from smolql.storage.schema import image_signatures
+from smolql.watch import WATCHER, Verified
 
 HASH_BYTES = 16  # BLAKE2b-128, as ingest records it
 
@@ -56,6 +62,7 @@ class Current:
     expected: Expected | None
     orientation: int | None
     error: str | None = None
+    as_recorded: bool = False  # the file's signature is the one recorded with its hash
 
 
 def resolve(con: duckdb.DuckDBPyConnection, images: Iterable[dict]) -> dict[tuple, Current]:
@@ -65,6 +72,7 @@ def resolve(con: duckdb.DuckDBPyConnection, images: Iterable[dict]) -> dict[tupl
     first = next((k[0] for k in values if isinstance(k[0], str) and k[0]), None)
     threads = io_threads(first, 1)
     items = list(values.items())
+    watched = WATCHER.watch(p for p, _ in values if isinstance(p, str))  # before any stat
 
     def one(item: tuple[tuple, dict]) -> Current:
         img = item[1]
@@ -72,8 +80,19 @@ def resolve(con: duckdb.DuckDBPyConnection, images: Iterable[dict]) -> dict[tupl
 
     if threads > 1 and len(items) > 1:  # a remote source: its round trips overlap
         with ThreadPoolExecutor(threads, thread_name_prefix="smolql-fresh") as pool:
-            return {k: c for (k, _), c in zip(items, pool.map(one, items), strict=True)}
-    return {k: one((k, img)) for k, img in items}
+            out = {k: c for (k, _), c in zip(items, pool.map(one, items), strict=True)}
+    else:
+        out = {k: one((k, img)) for k, img in items}
+    if watched:
+        WATCHER.add(_watchable(out.values(), watched))
+    return out
+
+
+def _watchable(currents: Iterable[Current], watched: set[str]) -> Iterable[tuple[str, Verified]]:
+    """The files found as recorded in watched folders."""
+    for cur in currents:
+        if cur.as_recorded and os.path.dirname(cur.path) in watched:
+            yield cur.path, (cur.hash, cur.orientation, cur.expected.signature)
 
 
 def _recorded(con: duckdb.DuckDBPyConnection, images: Iterable[dict]) -> dict[tuple, tuple]:
@@ -95,7 +114,7 @@ def _resolve_one(img: dict, recorded: tuple | None) -> Current:
         r_path, r_hash, size, mtime_ns, ctime_ns, inode, orientation = recorded
         trusted = r_path == path and r_hash == img["hash"] and ctime_ns is not None
         if trusted and now == (size, mtime_ns, ctime_ns, inode):
-            return Current(path, r_hash, Expected(now, r_hash), orientation)
+            return Current(path, r_hash, Expected(now, r_hash), orientation, as_recorded=True)
     if version is not None:  # the store vouches for this content: no need to fetch it here
         return Current(path, version, Expected(now, version), None)
     try:

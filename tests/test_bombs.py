@@ -1,17 +1,22 @@
 """Memory and time bombs: a JPEG whose header claims 30000 x 30000 pixels, a PNG declaring
-100000 x 100000, a progressive JPEG with 3,000 extra scans. At ingest they are skipped with the
-reason; put in place of ingested photographs, a query gives NULLs with warnings naming them.
-Run in a process whose peak memory is measured: never near the size the headers claim."""
+100000 x 100000, a progressive JPEG with 3,000 repeated (illegal) scans and one with 2,090
+legal scans (every coefficient sent bit by bit: written by ``fixtures/manyscans.c``, built
+here against the system's libjpeg). At ingest they are skipped with the reason; put in place
+of ingested photographs, a query gives NULLs with warnings naming them. Run in a process whose
+peak memory is measured: never near the size the headers claim."""
 
 from __future__ import annotations
 
 import io
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 
+import pytest
 from conftest import real_jpegs
 from PIL import Image
 
@@ -37,7 +42,29 @@ def bombs(photo: Path) -> dict[str, bytes]:
     data = prog.getvalue()
     last_scan = data[data.rfind(b"\xff\xda") : -2]
     scans = data[:-2] + last_scan * 3000 + b"\xff\xd9"
-    return {"a.jpg": bytes(huge_jpeg), "b.png": huge_png, "c.jpg": scans}
+    return {
+        "a.jpg": bytes(huge_jpeg),
+        "b.png": huge_png,
+        "c.jpg": scans,
+        "d.jpg": many_legal_scans(1024),
+    }
+
+
+def many_legal_scans(side: int) -> bytes:
+    """A ``side`` x ``side`` progressive JPEG with the most scans libjpeg accepts."""
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler to build fixtures/manyscans.c")
+    folder = Path(tempfile.mkdtemp(prefix="smolql-scans-"))
+    try:
+        exe, out = folder / "manyscans", folder / "s.jpg"
+        source = Path(__file__).parent / "fixtures" / "manyscans.c"
+        subprocess.run([cc, "-O2", "-o", exe, source, "-ljpeg"], check=True)
+        made = subprocess.run([exe, str(side), str(side), out], check=True, capture_output=True)
+        assert made.stdout.strip() == b"2090"
+        return out.read_bytes()
+    finally:
+        shutil.rmtree(folder)
 
 
 RUN = """
@@ -77,21 +104,23 @@ def write(folder: Path, files: dict[str, bytes]) -> Path:
 
 
 def test_bombs_are_refused_at_ingest_and_at_query_time(tmp_path):
-    photos = real_jpegs(3)
+    photos = real_jpegs(4)
     made = bombs(photos[0])
     at_ingest = write(tmp_path / "ingest", made)
     out = run(at_ingest, tmp_path / "i.duckdb", "ingest")
-    assert "SKIPPED 3" in out
+    assert "SKIPPED 4" in out
     assert "30000x30000 = 900,000,000 pixels exceeds the limit" in out
     assert "100000x100000 = 10,000,000,000 pixels exceeds the limit" in out
     assert "Inconsistent progression sequence" in out
+    assert "progressive JPEG with more than 500 scans" in out
 
     originals = {name: photo.read_bytes() for name, photo in zip(made, photos, strict=True)}
     swapped = write(tmp_path / "swapped", originals)
     assert "SKIPPED 0" in run(swapped, tmp_path / "q.duckdb", "ingest")
     write(swapped, made)  # the world changes under the catalog
     out = run(swapped, tmp_path / "q.duckdb", "query")
-    assert "NULLS ['a.jpg', 'b.png', 'c.jpg']" in out
+    assert "NULLS ['a.jpg', 'b.png', 'c.jpg', 'd.jpg']" in out
     assert "30000x30000 exceeds the pixel limit" in out
     assert "100000x100000 exceeds the pixel limit" in out
     assert "Inconsistent progression sequence" in out
+    assert "progressive JPEG with more than 500 scans" in out

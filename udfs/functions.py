@@ -30,6 +30,21 @@ def _all(topk: list[dict]) -> list[dict]:
     return topk
 
 
+def _class_sql(item: str, model: str) -> str:
+    return (
+        f"struct_pack(label := {item}.label, score := {item}.score,"
+        f" class_index := {item}.class_index, model := {model})"
+    )
+
+
+def _best_sql(topk: str, model: str) -> str:
+    return f"CASE WHEN {topk} IS NOT NULL THEN {_class_sql(f'{topk}[1]', model)} END"
+
+
+def _all_sql(topk: str, model: str) -> str:
+    return f"list_transform({topk}, lambda c: {_class_sql('c', model)})"
+
+
 BUILTINS = (
     SqlFunction(
         "classify",
@@ -38,6 +53,7 @@ BUILTINS = (
         CLASS,
         _best,
         "The image's most likely class: label, score, class_index, model.",
+        _best_sql,
     ),
     SqlFunction(
         "classify_topk",
@@ -46,6 +62,7 @@ BUILTINS = (
         pa.list_(CLASS),
         _all,
         "The k most likely classes, best first.",
+        _all_sql,
     ),
     SqlFunction(
         "crop",

@@ -52,6 +52,7 @@ class StageStats:
     ran: tuple[str, ...] = ()  # the plan the executor ran, as EXPLAIN prints it
     model: str | None = None  # the model it ran
     nodes: dict[str, tuple[int, float]] = field(default_factory=dict)  # images, busy seconds
+    checked: int = 0  # image values whose file was stat'ed (or read) to know its content
 
     def on_node(self, batch: pa.RecordBatch) -> None:
         """Count a result batch for the node its metadata names."""
@@ -72,6 +73,7 @@ class StageStats:
             later.ran,
             later.model,
             {n: _plus(self.nodes.get(n), later.nodes.get(n)) for n in {*self.nodes, *later.nodes}},
+            self.checked + later.checked,
         )
 
 
@@ -163,6 +165,7 @@ def _work(
     names = roi_names(len(stage.call.roi or ()))
     boxes = list(zip(*(driver.column(n).to_pylist() for n in names), strict=True)) if names else []
     current = resolve(con, (img for img in images if img is not None))
+    stats.checked = len(current)
     small = None
     if source != ORIGINAL:
         small = renditions_by_hash(con, {c.hash for c in current.values() if c.hash}, source)
@@ -231,13 +234,29 @@ def _evaluate(
 ) -> dict[Key, list]:
     """Top-k lists per key: from the cache, else inferred (and then cached)."""
     call, spec = stage.call, plan.spec
-    weights, plan_key = spec.weights_hash(), plan.physical.key
     found: dict[Key, list] = {}
     if settings.cache and work.refs:
         keys = pa.table({"hash": [h for h, _ in work.refs], "roi": [r for _, r in work.refs]})
-        found = cache.lookup(con, keys, spec.name, weights, plan_key, call.k)
+        found = cache.lookup(con, keys, spec.name, spec.weights_hash(), plan.physical.key, call.k)
     stats.cached = len(found)
     todo = [ref for key, ref in work.refs.items() if key not in found]
+    found.update(infer(con, settings, stage, plan, todo, work.uncacheable, stats))
+    return found
+
+
+def infer(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    stage: Stage,
+    plan: Plan,
+    todo: list[ImageRef],
+    uncacheable: set[Key],
+    stats: StageStats,
+) -> dict[Key, list]:
+    """Run the plan's inference on ``todo``; return each key's top-k list (none for an image
+    that failed, reported) and store them in the cache (all but ``uncacheable`` keys)."""
+    call, spec = stage.call, plan.spec
+    found: dict[Key, list] = {}
     fresh: list[tuple[str, str, list]] = []
     executor = get_executor(settings.executor)
     if todo:
@@ -251,12 +270,12 @@ def _evaluate(
                 report(settings, stats, err, err.partition(": ")[0])
                 continue
             found[ref.key] = topk
-            if ref.key not in work.uncacheable:
+            if ref.key not in uncacheable:
                 # Stored under the hash of the bytes decoded (they may have changed mid-query).
                 fresh.append((digest or ref.key[0], ref.key[1], topk))
     stats.inferred = len(todo)
     if settings.cache:
-        cache.store(con, fresh, spec.name, weights, plan_key, call.k)
+        cache.store(con, fresh, spec.name, spec.weights_hash(), plan.physical.key, call.k)
     return found
 
 

@@ -53,6 +53,9 @@ class SqlFunction:
     result: pa.DataType | None = None  # the Arrow type of its SQL value
     value: Callable[[list[dict]], object] | None = None  # task output -> SQL value
     doc: str = ""
+    # The same as DuckDB SQL, from the SQL of the task output and of the model's name (a
+    # string literal); with it, a cached call is answered inside DuckDB, without Python per row.
+    sql_value: Callable[[str, str], str] | None = None
 
     def __post_init__(self) -> None:
         if not self.arguments or self.arguments[0].kind != "image":

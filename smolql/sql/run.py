@@ -26,6 +26,13 @@ def query_arrow(
         raise sql_error(e) from e
 
 
+def clear_name(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Free ``name`` of this connection's registered table or temporary view (each blocks
+    the other)."""
+    con.unregister(name)
+    con.execute(f"DROP VIEW IF EXISTS temp.{name}")
+
+
 def bound(tree: exp.Expression, values: dict) -> dict | None:
     """The parameters that ``tree`` uses (DuckDB rejects unused ones)."""
     names = {p.name for p in tree.find_all(exp.Placeholder) if p.name}

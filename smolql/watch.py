@@ -1,0 +1,272 @@
+"""Which local files have stayed untouched since SmolQL last looked at them (Linux inotify).
+
+Checking that every image of a catalog is still what was ingested costs one ``stat`` per file
+per query; at 100,000 images that is most of a cached query's time. Like git's fsmonitor, a
+process can instead ask the kernel to report changes: a file whose signature was checked after
+its folder was watched, and that has had no event since, still has that signature.
+
+What is watched, per folder of a verified file: the folder itself (writes, attribute changes,
+creations, deletions and renames of its entries) and each of its ancestors (a renamed,
+deleted or replaced ancestor, symlinks included, puts other files at the same paths). Only
+local file systems qualify (inotify says nothing of changes made by another NFS client);
+files with several hard links (written through a path in a folder not watched) and symlinks
+(their target may live anywhere) never do. A lost event queue (overflow) forgets everything:
+the next query checks every file again. Not seen by inotify: writes through a shared memory
+map (``mmap``); SmolQL treats image files as written by ``write``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+import struct
+import sys
+import threading
+from collections.abc import Iterable
+
+import pyarrow as pa
+
+IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
+IN_DELETE_SELF, IN_MOVE_SELF, IN_UNMOUNT, IN_Q_OVERFLOW, IN_IGNORED = (
+    0x400,
+    0x800,
+    0x2000,
+    0x4000,
+    0x8000,
+)
+IN_ONLYDIR, IN_MASK_ADD = 0x01000000, 0x20000000
+FOLDER = (
+    IN_MODIFY
+    | IN_ATTRIB
+    | IN_CLOSE_WRITE
+    | IN_MOVED_FROM
+    | IN_MOVED_TO
+    | IN_CREATE
+    | IN_DELETE
+    | IN_DELETE_SELF
+    | IN_MOVE_SELF
+)
+ANCESTOR = IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF
+SELF_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED
+_EVENT = struct.Struct("iIII")
+
+# statfs f_type of file systems whose every change passes through this kernel.
+LOCAL_FS = {
+    0xEF53,  # ext2/3/4
+    0x58465342,  # xfs
+    0x9123683E,  # btrfs
+    0x01021994,  # tmpfs
+    0x794C7630,  # overlayfs
+    0x2FC12FC1,  # zfs
+    0xF2F52010,  # f2fs
+}
+
+# A verified file: its signature was the one a catalog recorded with ``hash`` (and
+# ``orientation``), checked after its folder was watched.
+SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("hash", pa.string()),
+        ("orientation", pa.int32()),
+        ("bytes", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("ctime_ns", pa.int64()),
+        ("inode", pa.int64()),
+    ]
+)
+Verified = tuple[str, int | None, tuple[int, int, int, int]]  # hash, orientation, signature
+
+
+class _Statfs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 112)]
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        libc.statfs.argtypes = [ctypes.c_char_p, ctypes.POINTER(_Statfs)]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+class Watcher:
+    """One inotify instance and the files verified under it, for the whole process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._libc = _libc()
+        self._fd = -1
+        self._dirs: dict[int, str] = {}  # watch descriptor -> folder
+        self._watched: dict[str, int] = {}  # folder -> the events watched there now
+        self._local: dict[str, bool] = {}  # folder -> on a local file system
+        self._files: dict[str, Verified] = {}  # path -> what it was verified to hold
+        self._table: pa.Table | None = None
+        self.broken = self._libc is None
+
+    def verified(self) -> pa.Table:
+        """The files unchanged since verified (``SCHEMA``), after reading pending events."""
+        with self._lock:
+            self._drain()
+            if self._table is None:
+                self._table = _table(self._files)
+            return self._table
+
+    def watch(self, paths: Iterable[str]) -> set[str]:
+        """Watch the folders of ``paths`` (and their ancestors); return the folders that are
+        watched now. Call before checking the files' signatures."""
+        with self._lock:
+            ok = set()
+            for folder in {os.path.dirname(p) for p in paths if p.startswith("/")}:
+                if self._watch_folder(folder):
+                    ok.add(folder)
+            return ok
+
+    def add(self, files: Iterable[tuple[str, Verified]]) -> None:
+        """Vouch for files found as verified after :meth:`watch`: each is checked again here,
+        under the lock that reading events takes, so that no change between that check and
+        this one can have been read (and lost) by another thread meanwhile."""
+        with self._lock:
+            for path, verified in files:
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                signature = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                if trustworthy(st) and signature == verified[2]:
+                    self._files[path] = verified
+                    self._table = None
+
+    def forget(self) -> None:
+        """Drop every verified file (tests; a caller that cannot trust the events)."""
+        with self._lock:
+            self._files.clear()
+            self._table = None
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _open(self) -> bool:
+        if self._fd < 0 and not self.broken:
+            fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd < 0:
+                self.broken = True
+            self._fd = fd
+        return not self.broken
+
+    def _watch_folder(self, folder: str) -> bool:
+        if self._watched.get(folder, 0) & FOLDER == FOLDER:
+            return True
+        if not self._open() or not self._is_local(folder):
+            return False
+        parts = folder.rstrip("/").split("/")
+        chain = ["/".join(parts[:i]) or "/" for i in range(1, len(parts))]
+        return all(self._add(a, ANCESTOR) for a in chain) and self._add(folder, FOLDER)
+
+    def _add(self, folder: str, mask: int) -> bool:
+        if self._watched.get(folder, 0) & mask == mask:
+            return True
+        wd = self._libc.inotify_add_watch(
+            self._fd, os.fsencode(folder), mask | IN_ONLYDIR | IN_MASK_ADD
+        )
+        if wd < 0:
+            return False
+        self._dirs[wd] = folder
+        self._watched[folder] = self._watched.get(folder, 0) | mask
+        return True
+
+    def _is_local(self, folder: str) -> bool:
+        if folder not in self._local:
+            buf = _Statfs()
+            ok = self._libc.statfs(os.fsencode(folder), ctypes.byref(buf)) == 0
+            self._local[folder] = ok and buf.f_type in LOCAL_FS
+        return self._local[folder]
+
+    def _drain(self) -> None:
+        if self._fd < 0:
+            return
+        gone: set[str] = set()
+        while True:
+            try:
+                data = os.read(self._fd, 1 << 16)
+            except BlockingIOError:
+                break
+            except OSError as e:  # the instance is unusable: trust nothing from it
+                if e.errno != errno.EINTR:
+                    self._reset()
+                    return
+                continue
+            offset = 0
+            while offset < len(data):
+                wd, mask, _, size = _EVENT.unpack_from(data, offset)
+                name = data[offset + 16 : offset + 16 + size].rstrip(b"\0")
+                offset += 16 + size
+                if mask & IN_Q_OVERFLOW:
+                    self._reset()
+                    continue
+                folder = self._dirs.get(wd)
+                if folder is None:
+                    continue
+                if mask & SELF_GONE:
+                    gone.add(folder)
+                    if mask & IN_IGNORED:
+                        self._dirs.pop(wd, None)
+                if name:
+                    gone.add(os.path.join(folder, os.fsdecode(name)))
+        if gone:
+            self._invalidate(gone)
+
+    def _invalidate(self, paths: set[str]) -> None:
+        """Forget the files at ``paths`` and, for a watched folder's path, under it (the
+        folder and its descendants are watched afresh, and their files verified again)."""
+        for path in paths & self._files.keys():
+            del self._files[path]
+            self._table = None
+        folders = tuple(p + "/" for p in paths if p in self._watched)
+        if not folders:
+            return
+        for path in [f for f in self._files if f.startswith(folders)]:
+            del self._files[path]
+            self._table = None
+        for folder in [d for d in self._watched if d + "/" in folders or d.startswith(folders)]:
+            del self._watched[folder]
+
+    def _reset(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
+        self._dirs.clear()
+        self._watched.clear()
+        self._files.clear()
+        self._table = None
+
+
+def trustworthy(st: os.stat_result) -> bool:
+    """A regular file with one link: every write to it passes through its folder."""
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+
+
+def _table(files: dict[str, Verified]) -> pa.Table:
+    rows = list(files.values())
+    return pa.Table.from_arrays(
+        [
+            pa.array(list(files), pa.string()),
+            pa.array([r[0] for r in rows], pa.string()),
+            pa.array([r[1] for r in rows], pa.int32()),
+        ]
+        + [pa.array([r[2][i] for r in rows], pa.int64()) for i in range(4)],
+        schema=SCHEMA,
+    )
+
+
+WATCHER = Watcher()
+# A forked child shares the parent's event queue: were it to read events, the parent would
+# miss them. It starts its own watcher instead (knowing nothing verified).
+os.register_at_fork(after_in_child=WATCHER.after_fork)
