@@ -20,6 +20,7 @@ from smolql.config import SETTINGS, Settings
 from smolql.errors import QueryError, SmolQLError
 from smolql.executor import cached as in_duckdb
 from smolql.executor.base import where
+from smolql.executor.calibrate import ensure_engine
 from smolql.executor.registry import get_executor
 from smolql.executor.stage import DONE_TABLE, ImageWarning, StageStats, driver_rows, run_stage
 from smolql.freshness import resolve
@@ -217,6 +218,8 @@ def evaluate_stages(
     for planned in physical.values():
         if planned.choice.note:
             warnings.warn(planned.choice.note, PlanWarning, stacklevel=4)
+    for stage in plan.stages:
+        ensure_engine(con, physical[stage.index].plan, _stage_catalog(con, stage))
     if plan.early_limit is not None:
         _run_early(con, settings, plan, stats, physical)
         return plan, stats

@@ -18,7 +18,6 @@ map (``mmap``); SmolQL treats image files as written by ``write``.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import stat
 import struct
@@ -192,34 +191,22 @@ class Watcher:
     def _drain(self) -> None:
         if self._fd < 0:
             return
+        try:
+            events = _read_events(self._fd)
+        except (OSError, _Lost):  # an unusable instance, or events lost: trust nothing
+            self._reset()
+            return
         gone: set[str] = set()
-        while True:
-            try:
-                data = os.read(self._fd, 1 << 16)
-            except BlockingIOError:
-                break
-            except OSError as e:  # the instance is unusable: trust nothing from it
-                if e.errno != errno.EINTR:
-                    self._reset()
-                    return
+        for wd, mask, name in events:
+            folder = self._dirs.get(wd)
+            if folder is None:
                 continue
-            offset = 0
-            while offset < len(data):
-                wd, mask, _, size = _EVENT.unpack_from(data, offset)
-                name = data[offset + 16 : offset + 16 + size].rstrip(b"\0")
-                offset += 16 + size
-                if mask & IN_Q_OVERFLOW:
-                    self._reset()
-                    continue
-                folder = self._dirs.get(wd)
-                if folder is None:
-                    continue
-                if mask & SELF_GONE:
-                    gone.add(folder)
-                    if mask & IN_IGNORED:
-                        self._dirs.pop(wd, None)
-                if name:
-                    gone.add(os.path.join(folder, os.fsdecode(name)))
+            if mask & SELF_GONE:
+                gone.add(folder)
+                if mask & IN_IGNORED:
+                    del self._dirs[wd]
+            if name:
+                gone.add(os.path.join(folder, os.fsdecode(name)))
         if gone:
             self._invalidate(gone)
 
@@ -246,6 +233,29 @@ class Watcher:
         self._watched.clear()
         self._files.clear()
         self._table = None
+
+
+class _Lost(Exception):
+    """The kernel's event queue overflowed: some changes are unknown."""
+
+
+def _read_events(fd: int) -> list[tuple[int, int, bytes]]:
+    """Every pending event: (watch descriptor, mask, entry name or b"")."""
+    events = []
+    while True:
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return events
+        except InterruptedError:
+            continue
+        offset = 0
+        while offset < len(data):
+            wd, mask, _, size = _EVENT.unpack_from(data, offset)
+            if mask & IN_Q_OVERFLOW:
+                raise _Lost
+            events.append((wd, mask, data[offset + 16 : offset + 16 + size].rstrip(b"\0")))
+            offset += 16 + size
 
 
 def trustworthy(st: os.stat_result) -> bool:

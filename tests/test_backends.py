@@ -75,17 +75,23 @@ def test_unavailable_backend_names_its_reason():
 
 
 @pytest.mark.slow
-def test_int8_needs_calibration_then_stays_close_to_fp32(lite0_inputs, tmp_path, monkeypatch):
-    from smolql.models.quantize import quantize
-
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
+def test_int8_needs_calibration_then_stays_close_to_fp32(name, lite0_inputs, tmp_path, monkeypatch):
+    backend = backends()[name]
+    if backend.unavailable_reason() or "int8" not in backend.capabilities().precisions:
+        pytest.skip(f"{name} offers no int8 here (openvino's needs nncf)")
     sample_files()  # int8's agreement is a statistic: it needs the 500-image sample
     monkeypatch.setenv("SMOLQL_CACHE", str(tmp_path))
     spec, batch, reference = lite0_inputs
+    assert not backend.is_calibrated(spec, "int8")
     with pytest.raises(InferenceError, match="int8 needs calibration"):
-        backends()["onnxruntime"].open(spec, "int8", threads=2, batch_size=16)
-    quantize(spec, batch[:32])
-    session = backends()["onnxruntime"].open(spec, "int8", threads=2, batch_size=16)
+        backend.open(spec, "int8", threads=2, batch_size=16)
+    backend.calibrate(spec, "int8", batch[:32])
+    assert backend.is_calibrated(spec, "int8")
+    session = backend.open(spec, "int8", threads=2, batch_size=16)
     logits = np.concatenate([session.run(batch[i : i + 16]) for i in range(0, len(batch), 16)])
     agreement = (logits.argmax(1) == reference.argmax(1)).mean()
-    assert agreement >= 0.85, f"int8 top-1 agreement {agreement:.3f}"
+    # Measured on the 500-image sample with 300 calibration images (benchmarks/int8.py):
+    # about 97% agreement and top-1 within 1 point; here 32 calibrate, 63 are compared.
+    assert agreement >= 0.9, f"{name} int8 top-1 agreement {agreement:.3f}"
     assert not np.array_equal(logits, reference)  # it really is another model

@@ -146,3 +146,36 @@ def test_a_forked_child_reads_no_event_of_its_parent(tmp_path):
             [sys.executable, "-c", code, str(files[1])], capture_output=True, text=True, check=True
         )
         assert out.stdout.strip() == "[]"  # the parent saw the child's write
+
+
+QUEUE = Path("/proc/sys/fs/inotify/max_queued_events")
+
+
+@pytest.mark.skipif(not os.access(QUEUE, os.W_OK), reason="cannot set max_queued_events here")
+def test_a_lost_event_queue_forgets_every_file(tmp_path):
+    files = make(tmp_path / "photos", 2)
+    code = (
+        "import os, sys\n"
+        "from smolql.watch import WATCHER\n"
+        "a = sys.argv[1]\n"
+        "WATCHER.watch([a])\n"
+        "st = os.lstat(a)\n"
+        "WATCHER.add([(a, ('h', 1, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)))])\n"
+        "assert WATCHER.verified().num_rows == 1\n"
+        "for i in range(64):\n"  # entries of the folder other than the verified file
+        "    open(os.path.join(os.path.dirname(a), f'n{i}.txt'), 'w').close()\n"
+        "print(WATCHER.verified().num_rows)\n"
+    )
+    before = QUEUE.read_text()
+    QUEUE.write_text("16")  # read by inotify_init: only the child's new instance gets it
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(files[0])],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+    finally:
+        QUEUE.write_text(before)
+    assert out.stdout.strip() == "0"  # its events were not all read: it trusts nothing

@@ -58,3 +58,11 @@ class Backend(ABC):
 
     @abstractmethod
     def open(self, spec: ModelSpec, precision: str, threads: int, batch_size: int) -> Session: ...
+
+    def is_calibrated(self, spec: ModelSpec, precision: str) -> bool:
+        """Whether a ``calibrated`` precision's engine exists for ``spec`` here."""
+        return precision not in self.capabilities().calibrated
+
+    def calibrate(self, spec: ModelSpec, precision: str, images: np.ndarray) -> None:
+        """Make a ``calibrated`` precision's engine from ``images`` (N, 3, H, W) float32."""
+        raise NotImplementedError(f"{self.name} has no calibrated precision {precision!r}")

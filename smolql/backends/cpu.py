@@ -24,6 +24,11 @@ def has_bf16() -> bool:
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
+def has_vnni() -> bool:
+    """int8 dot products that accumulate without saturating (AVX-512 VNNI, AVX-VNNI, AMX)."""
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
 @cache
 def machine_id() -> str:
     """Identifies the hardware a measurement was made on."""

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from smolql.backends.base import Backend, Capabilities, Session
+from smolql.backends.cpu import has_vnni
 from smolql.models.export import INPUT_NAME, onnx_path
-from smolql.models.quantize import int8_model
+from smolql.models.quantize import int8_model, int8_path, is_quantized, ort_settings, quantize
 from smolql.models.spec import ModelSpec
 
 
@@ -20,7 +21,7 @@ class OrtSession(Session):
         options.inter_op_num_threads = 1
         # Decode threads share the cores: idle inference threads must sleep, not spin.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        path = int8_model(spec) if precision == "int8" else onnx_path(spec)
+        path = int8_model(spec, not has_vnni()) if precision == "int8" else onnx_path(spec)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.backend, self.precision = "onnxruntime", precision
 
@@ -39,3 +40,9 @@ class OnnxRuntimeBackend(Backend):
 
     def open(self, spec: ModelSpec, precision: str, threads: int, batch_size: int) -> Session:
         return OrtSession(spec, precision, threads)
+
+    def is_calibrated(self, spec: ModelSpec, precision: str) -> bool:
+        return precision != "int8" or is_quantized(int8_path(spec), ort_settings(not has_vnni()))
+
+    def calibrate(self, spec: ModelSpec, precision: str, images: np.ndarray) -> None:
+        quantize(spec, images, reduce_range=not has_vnni())

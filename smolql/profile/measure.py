@@ -13,7 +13,7 @@ import numpy as np
 from smolql.backends.registry import get_backend
 from smolql.errors import InferenceError
 from smolql.executor.local import classify_stream
-from smolql.models.quantize import quantize
+from smolql.models.quantize import CALIBRATION_IMAGES as INT8_IMAGES
 from smolql.models.registry import get_model
 from smolql.models.spec import ModelSpec
 from smolql.ops.loader import stream_batches
@@ -112,23 +112,25 @@ def fetch_costs(plans: list[PhysicalPlan], images: list[SampleImage]) -> dict[st
 
 
 def engine_inputs(plans: list[PhysicalPlan], images: list[SampleImage]) -> dict[tuple, np.ndarray]:
-    """Real preprocessed inputs per (model, input size): the first sample images' originals.
-    They calibrate the int8 engines (once, cached beside the export) and time inference."""
+    """Real preprocessed inputs per (model, input size): the first sample images' originals
+    (up to 300 where an int8 plan is among ``plans``). They calibrate the int8 engines (once,
+    cached beside the export) and time inference."""
     out: dict[tuple, np.ndarray] = {}
     calibrated: set[tuple] = set()
+    n = INT8_IMAGES if any(p.precision == "int8" for p in plans) else CALIBRATION_IMAGES
     for plan in plans:
         key = (plan.model, plan.input_size)
-        if key in out and (plan.precision != "int8" or key in calibrated):
+        if key in out and (plan.precision != "int8" or (*key, plan.backend) in calibrated):
             continue
         spec = sized(get_model(plan.model), plan.input_size)
         if key not in out:
             base = PhysicalPlan(plan.model, input_size=plan.input_size)
-            refs = refs_for(base, images)[:CALIBRATION_IMAGES]
+            refs = refs_for(base, images)[:n]
             batches = stream_batches(refs, preprocessor(base, spec))
             out[key] = np.concatenate([b.tensor.copy() for b in batches])
         if plan.precision == "int8":
-            quantize(spec, out[key])
-            calibrated.add(key)
+            get_backend(plan.backend).calibrate(spec, "int8", out[key])
+            calibrated.add((*key, plan.backend))
     return out
 
 

@@ -1,0 +1,51 @@
+"""Engines a query needs calibration images for (int8), made the first time a query asks for
+one: calibrated on at most 300 images of the catalog its stage reads, once per model and input
+size (cached beside the ONNX export, see :mod:`smolql.models.quantize`)."""
+
+from __future__ import annotations
+
+import warnings
+
+import duckdb
+import numpy as np
+
+from smolql.backends.registry import get_backend
+from smolql.errors import InferenceError
+from smolql.models.quantize import CALIBRATION_IMAGES
+from smolql.ops.loader import stream_batches
+from smolql.ops.pipeline import ImageRef, Preprocessor
+from smolql.planner.physical import Plan
+from smolql.storage.schema import SCHEMA
+
+
+class CalibrationNotice(UserWarning):
+    """A query is making an engine it needs (once): which images calibrate it."""
+
+
+def ensure_engine(con: duckdb.DuckDBPyConnection, plan: Plan, catalog: str | None) -> None:
+    """Make ``plan``'s engine when its precision needs calibration and none exists yet."""
+    backend = get_backend(plan.backend)
+    if backend.is_calibrated(plan.spec, plan.precision):
+        return
+    if catalog is None:
+        raise InferenceError(
+            f"{plan.precision} for {plan.spec.name!r} needs calibration images from a catalog:"
+            " query a catalog first, or run `smolql profile CATALOG --precision int8`"
+        )
+    rows = con.execute(
+        f"SELECT path, coalesce(orientation, 1) FROM {SCHEMA}.images WHERE catalog = ?"
+        f" AND format IS NOT NULL ORDER BY hash(id) LIMIT {CALIBRATION_IMAGES}",
+        [catalog],
+    ).fetchall()
+    if not rows:
+        raise InferenceError(f"catalog {catalog!r} has no images to calibrate {plan.precision}")
+    warnings.warn(
+        f"calibrating {plan.backend}/{plan.precision} for {plan.spec.name} on {len(rows)} images"
+        f" of catalog {catalog!r} (once; the engine is kept for later queries)",
+        CalibrationNotice,
+        stacklevel=3,
+    )
+    refs = [ImageRef(i, path, orientation) for i, (path, orientation) in enumerate(rows)]
+    batches = stream_batches(refs, Preprocessor(plan.spec.transform))
+    images = np.concatenate([b.tensor.copy() for b in batches])
+    backend.calibrate(plan.spec, plan.precision, images)

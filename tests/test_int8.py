@@ -1,0 +1,61 @@
+"""int8 asked for directly: the first query calibrates the engine on the catalog's own images
+(at most 300), later queries reuse it; both engines (ONNX Runtime, OpenVINO through NNCF)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from conftest import copied, real_jpegs
+
+import smolql
+from smolql.backends.registry import backends
+from smolql.executor.calibrate import CalibrationNotice
+
+pytestmark = pytest.mark.slow
+SQL = "SELECT file, classify(image).label AS l FROM photos ORDER BY file"
+
+
+def labels(con) -> list[str | None]:
+    return con.sql(SQL)["l"].to_pylist()
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_query_at_int8_calibrates_once_on_the_catalog(backend, tmp_path, monkeypatch):
+    if "int8" not in backends()[backend].capabilities().precisions:
+        pytest.skip(f"{backend} offers no int8 here (openvino's needs nncf)")
+    monkeypatch.setenv("SMOLQL_CACHE", str(tmp_path / "cache"))  # no engine made before
+    folder = copied(real_jpegs(24), tmp_path / "photos")
+    with smolql.connect(str(tmp_path / "db.duckdb"), cache="off") as con:
+        con.create_catalog("photos", str(folder), renditions=(), progress=False)
+        reference = labels(con)
+        con.sql("SET smolql.precision = 'int8'")
+        con.sql(f"SET smolql.backend = '{backend}'")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            first = labels(con)
+            again = labels(con)
+        notes = [str(w.message) for w in caught if w.category is CalibrationNotice]
+        assert notes == [
+            f"calibrating {backend}/int8 for efficientnet_lite0 on 24 images of catalog"
+            " 'photos' (once; the engine is kept for later queries)"
+        ]
+        assert first == again and None not in first
+        agree = sum(a == b for a, b in zip(first, reference, strict=True)) / len(first)
+        assert agree >= 0.75, agree  # measured on 500 images: about 97% (benchmarks/int8.py)
+        plan = "\n".join(con.sql(f"EXPLAIN {SQL}")["plan"].to_pylist())
+        assert f"{backend}/int8" in plan
+    with smolql.connect(str(tmp_path / "db.duckdb"), precision="int8", backend=backend) as con:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert labels(con) == first  # the kept engine (and, here, the cache)
+        assert not [w for w in caught if w.category is CalibrationNotice]
+
+
+def test_int8_without_a_catalog_says_what_it_needs(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMOLQL_CACHE", str(tmp_path / "cache"))
+    photo = real_jpegs(1)[0]
+    with smolql.connect(str(tmp_path / "db.duckdb"), precision="int8") as con:
+        value = f"{{'catalog': 'x', 'id': 1, 'path': '{photo}', 'hash': 'h'}}"
+        with pytest.raises(smolql.Error, match="needs calibration images from a catalog"):
+            con.sql(f"SELECT classify({value}).label")
