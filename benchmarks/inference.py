@@ -2,9 +2,11 @@
 
     python benchmarks/inference.py [--models efficientnet_lite0 ...] [--repeats 3]
 
-Per model x backend x batch size: inference-only images/s (the ceiling: preprocessed tensors
-already in memory), end-to-end files-to-labels images/s on the original JPEGs and on the
-161 px q75 renditions, and their ratio to the ceiling. Per model x backend: top-1/top-5 on
+Per model x backend x batch size: inference-only images/s on all cores (I: preprocessed
+tensors already in memory), preprocessing-only images/s on all cores (P, per input: the
+original JPEGs and the 161 px q75 renditions), the shared-core bound 1 / (1/P + 1/I) (decoding
+and inference share the cores, so end to end can be no faster), end-to-end files-to-labels
+images/s, and its fraction of the bound and of I. Per model x backend: top-1/top-5 on
 the 500 images and top-1 agreement with ONNX Runtime fp32. The naive peer pipeline (PIL +
 torchvision transforms + torch eager fp32, batch 32, DataLoader with 2 workers) is measured
 end to end in the same run.
@@ -20,7 +22,7 @@ import tempfile
 
 import numpy as np
 import torch
-from common import SAMPLE, median_seconds, sample_files
+from common import SAMPLE, host_line, median_seconds, sample_files
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
@@ -74,14 +76,31 @@ def naive_peer(spec, files, repeats: int) -> tuple[float, np.ndarray]:
     return len(files) / seconds, np.concatenate(preds)
 
 
-def measure(spec, pre, session, tensor, refsets, bs: int, decode_workers: int, repeats: int):
-    """Inference-only ceiling (with its top-5 predictions) and end-to-end rates."""
+def preprocess_rate(refs, pre, cores: int, repeats: int) -> float:
+    """P: images/s of decoding, resizing and normalising alone, on all cores."""
+
+    def run() -> None:
+        for _ in stream_batches(refs, pre, workers=cores):
+            pass
+
+    return len(refs) / median_time(run, repeats)
+
+
+def bound(p: float, i: float) -> float:
+    """The shared-core bound on end-to-end images/s."""
+    return 1.0 / (1.0 / p + 1.0 / i)
+
+
+def measure(spec, pre, sessions, tensor, refsets, bs: int, decode_workers: int, repeats: int):
+    """Inference-only rate on all cores (with its top-5 predictions) and end-to-end rates
+    (``sessions``: the end-to-end one, and one with a thread per core)."""
+    session, all_cores = sessions
     logits: list[np.ndarray] = []
 
     def infer_only() -> None:
         logits.clear()
         for i in range(0, len(tensor), bs):
-            logits.append(session.run(tensor[i : i + bs]))
+            logits.append(all_cores.run(tensor[i : i + bs]))
 
     def e2e(refs) -> None:
         for _ in classify_stream(
@@ -130,7 +149,7 @@ def main() -> None:
     ]
     originals = [ImageRef(i, str(f), 1) for i, f in enumerate(files, start=1)]
     print(
-        f"{len(files)} images, {cores} cores: {decode_workers} decode + {infer_threads} "
+        f"{host_line()}; {len(files)} images: {decode_workers} decode + {infer_threads} "
         f"inference threads; median of {args.repeats}"
     )
     for name in (n for n in backends() if n not in available()):
@@ -139,10 +158,15 @@ def main() -> None:
         spec = get_model(model)
         pre = Preprocessor(spec.transform)
         tensor = np.concatenate([b.tensor.copy() for b in stream_batches(originals, pre)])
-        print(f"\n== {model} ({spec.transform.crop} px)")
+        p_jpeg = preprocess_rate(originals, pre, cores, args.repeats)
+        p_q75 = preprocess_rate(q75, pre, cores, args.repeats)
         print(
-            f"{'backend':<18}{'batch':>6}{'infer-only/s':>14}{'e2e jpeg/s':>12}{'ratio':>7}"
-            f"{'e2e q75/s':>11}{'ratio':>7}{'top-1':>7}{'top-5':>7}{'agree':>7}"
+            f"\n== {model} ({spec.transform.crop} px): P jpeg {p_jpeg:.0f}/s, P q75 {p_q75:.0f}/s"
+        )
+        print(
+            f"{'backend':<18}{'batch':>6}{'I/s':>7}{'jpeg/s':>8}{'bound':>7}{'of bnd':>7}"
+            f"{'of I':>6}{'q75/s':>7}{'bound':>7}{'of bnd':>7}{'of I':>6}"
+            f"{'top-1':>7}{'top-5':>7}{'agree':>7}"
         )
         reference = None
         for backend_name, backend in available().items():
@@ -150,11 +174,18 @@ def main() -> None:
                 if args.backends and f"{backend_name}/{precision}" not in args.backends:
                     continue
                 for bs in args.batch_sizes:
+                    if precision in backend.capabilities().calibrated:
+                        continue  # int8 needs calibration images: benchmarks/int8.py
                     session = backend.open(spec, precision, infer_threads, bs)
+                    all_cores = (
+                        session
+                        if infer_threads == cores
+                        else backend.open(spec, precision, cores, bs)
+                    )
                     row = measure(
                         spec,
                         pre,
-                        session,
+                        (session, all_cores),
                         tensor,
                         (originals, q75),
                         bs,
@@ -168,11 +199,13 @@ def main() -> None:
                     idx = row["top5"]
                     top1 = (idx[:, 0] == truth).mean()
                     top5 = (idx == truth[:, None]).any(axis=1).mean()
-                    ceiling, jpeg, small = row["ceiling"], row["jpeg"], row["q75"]
+                    i, jpeg, small = row["ceiling"], row["jpeg"], row["q75"]
+                    b_jpeg, b_q75 = bound(p_jpeg, i), bound(p_q75, i)
                     print(
-                        f"{backend_name + '/' + precision:<18}{bs:>6}{ceiling:>14.1f}"
-                        f"{jpeg:>12.1f}{jpeg / ceiling:>7.2f}{small:>11.1f}"
-                        f"{small / ceiling:>7.2f}{top1:>7.3f}{top5:>7.3f}{agree:>7.3f}"
+                        f"{backend_name + '/' + precision:<18}{bs:>6}{i:>7.0f}{jpeg:>8.1f}"
+                        f"{b_jpeg:>7.0f}{jpeg / b_jpeg:>7.2f}{jpeg / i:>6.2f}{small:>7.1f}"
+                        f"{b_q75:>7.0f}{small / b_q75:>7.2f}{small / i:>6.2f}"
+                        f"{top1:>7.3f}{top5:>7.3f}{agree:>7.3f}"
                     )
         naive_rate, naive_pred = naive_peer(spec, files, args.naive_repeats)
         print(

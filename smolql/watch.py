@@ -26,6 +26,7 @@ import threading
 from collections.abc import Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
 IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
@@ -105,16 +106,13 @@ class Watcher:
         self._dirs: dict[int, str] = {}  # watch descriptor -> folder
         self._watched: dict[str, int] = {}  # folder -> the events watched there now
         self._local: dict[str, bool] = {}  # folder -> on a local file system
-        self._files: dict[str, Verified] = {}  # path -> what it was verified to hold
-        self._table: pa.Table | None = None
+        self._table = SCHEMA.empty_table()  # the files verified, one row per path
         self.broken = self._libc is None
 
     def verified(self) -> pa.Table:
         """The files unchanged since verified (``SCHEMA``), after reading pending events."""
         with self._lock:
             self._drain()
-            if self._table is None:
-                self._table = _table(self._files)
             return self._table
 
     def watch(self, paths: Iterable[str]) -> set[str]:
@@ -132,6 +130,7 @@ class Watcher:
         under the lock that reading events takes, so that no change between that check and
         this one can have been read (and lost) by another thread meanwhile."""
         with self._lock:
+            rows = {}
             for path, verified in files:
                 try:
                     st = os.lstat(path)
@@ -139,14 +138,14 @@ class Watcher:
                     continue
                 signature = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
                 if trustworthy(st) and signature == verified[2]:
-                    self._files[path] = verified
-                    self._table = None
+                    rows[path] = verified
+            if rows:
+                self._table = pa.concat_tables([_without(self._table, set(rows)), _table(rows)])
 
     def forget(self) -> None:
         """Drop every verified file (tests; a caller that cannot trust the events)."""
         with self._lock:
-            self._files.clear()
-            self._table = None
+            self._table = SCHEMA.empty_table()
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -213,15 +212,8 @@ class Watcher:
     def _invalidate(self, paths: set[str]) -> None:
         """Forget the files at ``paths`` and, for a watched folder's path, under it (the
         folder and its descendants are watched afresh, and their files verified again)."""
-        for path in paths & self._files.keys():
-            del self._files[path]
-            self._table = None
         folders = tuple(p + "/" for p in paths if p in self._watched)
-        if not folders:
-            return
-        for path in [f for f in self._files if f.startswith(folders)]:
-            del self._files[path]
-            self._table = None
+        self._table = _without(self._table, paths, folders)
         for folder in [d for d in self._watched if d + "/" in folders or d.startswith(folders)]:
             del self._watched[folder]
 
@@ -231,8 +223,7 @@ class Watcher:
         self._fd = -1
         self._dirs.clear()
         self._watched.clear()
-        self._files.clear()
-        self._table = None
+        self._table = SCHEMA.empty_table()
 
 
 class _Lost(Exception):
@@ -261,6 +252,17 @@ def _read_events(fd: int) -> list[tuple[int, int, bytes]]:
 def trustworthy(st: os.stat_result) -> bool:
     """A regular file with one link: every write to it passes through its folder."""
     return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+
+
+def _without(table: pa.Table, paths: set[str], folders: tuple[str, ...] = ()) -> pa.Table:
+    """``table`` less the rows at ``paths`` and under ``folders`` (each ending in ``/``)."""
+    if not table.num_rows or not (paths or folders):
+        return table
+    column = table.column("path")
+    drop = pc.is_in(column, value_set=pa.array(list(paths), pa.string()))
+    for folder in folders:
+        drop = pc.or_(drop, pc.starts_with(column, folder))
+    return table.filter(pc.invert(drop)) if pc.any(drop).as_py() else table
 
 
 def _table(files: dict[str, Verified]) -> pa.Table:

@@ -16,6 +16,7 @@ import pytest
 from conftest import real_jpegs
 
 import smolql
+from smolql.executor import cached
 from smolql.watch import WATCHER
 
 pytestmark = pytest.mark.skipif(WATCHER.broken, reason="no inotify on this system")
@@ -179,3 +180,22 @@ def test_a_lost_event_queue_forgets_every_file(tmp_path):
     finally:
         QUEUE.write_text(before)
     assert out.stdout.strip() == "0"  # its events were not all read: it trusts nothing
+
+
+def test_two_catalogs_of_one_folder_share_their_answers(tmp_path, monkeypatch):
+    monkeypatch.setattr(cached, "CHUNK", 3)  # one path's two values land in different chunks
+    make(tmp_path / "photos", 4)
+    db = str(tmp_path / "w.duckdb")
+    both = "SELECT {} FROM (SELECT image FROM photos UNION ALL SELECT image FROM again) ORDER BY l"
+    with smolql.connect(db) as con, smolql.connect(db, cache="off") as fresh:
+        for name in ("photos", "again"):
+            con.create_catalog(name, str(tmp_path / "photos"), renditions=(), progress=False)
+        for call in (
+            "classify(image).label AS l",
+            "classify(crop(image, 0, 0, 64, 64)).label AS l",
+        ):
+            WATCHER.forget()  # once resolved in Python (in chunks), once vouched for
+            for _ in range(2):
+                got = con.sql(both.format(call))["l"].to_pylist()
+                assert got == fresh.sql(both.format(call))["l"].to_pylist()
+                assert len(got) == 8 and None not in got and got[0::2] == got[1::2]

@@ -28,14 +28,22 @@ from smolql.planner.physical import StagePlan
 from smolql.planner.space import ORIGINAL
 from smolql.sql.logical import IMAGE, Stage
 from smolql.sql.run import bound, sql_error
-from smolql.storage import cache
 from smolql.storage.schema import SCHEMA, renditions_by_hash
 from smolql.watch import WATCHER
 
 from .stage import IMAGE_FIELDS, Key, StageStats, infer, report
 
 SIGNATURE = ("bytes", "mtime_ns", "ctime_ns", "inode")
-OVERRIDES = pa.schema([("path", pa.string()), ("claimed", pa.string()), ("current", pa.string())])
+CHUNK = 8192  # image values resolved in Python at a time
+OVERRIDES = pa.schema(
+    [
+        ("path", pa.string()),
+        ("claimed", pa.string()),
+        ("current", pa.string()),
+        ("orientation", pa.int32()),
+        *((c, pa.int64()) for c in SIGNATURE),
+    ]
+)
 TOPK_SQL = "STRUCT(class_index INTEGER, label VARCHAR, score DOUBLE)[]"  # as udf_cache.topk
 FRESH = pa.schema([("hash", pa.string()), ("topk", TOPK)])
 
@@ -64,19 +72,25 @@ def run_stage(
     names = _Names(stage.index)
     con.register(names.verified, WATCHER.verified())  # one snapshot for the whole stage
     cached = _cached_sql(stage, planned, settings)
-    work = _query(con, _work_sql(driver, names, cached), params)
-    stats.driver_rows = work["n"]
-    refs, overrides, uncacheable = _refs(con, settings, stage, planned, work, stats)
-    missing = {row["trusted"] for row in work["missing"]}
-    stats.cached = work["keys"] - len(missing) + len(overrides.found)
-    if overrides.table.num_rows:
-        con.register(names.overrides, overrides.table)
-    found = infer(con, settings, stage, plan, refs, uncacheable, stats)
+    joined = _joined_sql(driver, names, cached)
+    n, keys, untrusted, missing = _one_row(con, _counts_sql(joined), params)
+    stats.driver_rows = n
+    refs: dict[Key, ImageRef] = {}
+    if missing:  # vouched for but not cached
+        _add_refs(refs, _rows(con, _missing_sql(joined), params))
+    stats.cached = keys - missing
+    overrides = None
+    if untrusted:  # brought here in chunks: stat'ed, read where changed, then vouched for
+        overrides = _resolve(con, settings, _untrusted_sql(joined), params, stats)
+        con.register(names.overrides, overrides)
+        resolved, lacking = _overrides_lacking(con, names, cached)
+        stats.cached += resolved - lacking.num_rows
+        _add_refs(refs, lacking)
+    todo, uncacheable = _renditions(con, plan.rendition or ORIGINAL, refs)
+    found = infer(con, settings, stage, plan, todo, uncacheable, stats)
     if found:
         con.register(names.fresh, _fresh(found))
-    view = _view_sql(
-        stage, plan.spec.name, cached, names, overrides.table.num_rows > 0, bool(found)
-    )
+    view = _view_sql(stage, plan.spec.name, cached, names, overrides is not None, bool(found))
     try:
         con.unregister(stage.table)  # a registered table of the name blocks the view
         con.execute(f"CREATE OR REPLACE TEMP VIEW {stage.table} AS {view}")
@@ -120,90 +134,119 @@ def _cached_sql(stage: Stage, planned: StagePlan, settings: Settings) -> str | N
     )
 
 
-def _work_sql(driver: str, names: _Names, cached: str | None) -> str:
-    """In one pass over the driver's rows: their number, the number of vouched-for keys, and
-    the values DuckDB cannot answer (not vouched for; vouched for but not cached)."""
+def _joined_sql(driver: str, names: _Names, cached: str | None) -> str:
+    """The driver's rows, each with the file vouched for at its path and hash (if any) and
+    whether the cache holds that content's result."""
     signature = ", ".join(f"w.{c}" for c in SIGNATURE)
     hits = f"(SELECT DISTINCT hash FROM ({cached}))" if cached else "(SELECT NULL AS hash)"
     return (
         f"WITH j AS (SELECT d.{IMAGE} AS img, w.hash AS trusted, w.orientation, {signature},"
         f" c.hash IS NOT NULL AS hit FROM ({driver}) d"
         f" LEFT JOIN {names.verified} w ON w.path = d.{IMAGE}.path AND w.hash = d.{IMAGE}.hash"
-        f" LEFT JOIN {hits} c ON c.hash = w.hash)"
-        " SELECT count(*), count(DISTINCT trusted),"
-        " list(j) FILTER (WHERE trusted IS NULL AND img IS NOT NULL),"
-        " list(j) FILTER (WHERE trusted IS NOT NULL AND NOT hit) FROM j"
+        f" LEFT JOIN {hits} c ON c.hash = w.hash) "
     )
 
 
-def _query(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None) -> dict:
+def _counts_sql(joined: str) -> str:
+    """Rows; vouched-for keys; values not vouched for; vouched-for keys not cached."""
+    return (
+        f"{joined} SELECT count(*), count(DISTINCT trusted),"
+        " count(*) FILTER (WHERE trusted IS NULL AND img IS NOT NULL),"
+        " count(DISTINCT trusted) FILTER (WHERE trusted IS NOT NULL AND NOT hit) FROM j"
+    )
+
+
+def _missing_sql(joined: str) -> str:
+    columns = ", ".join(f"any_value({c}) AS {c}" for c in ("orientation", *SIGNATURE))
+    return (
+        f"{joined} SELECT trusted AS hash, any_value(img.path) AS path, {columns} FROM j"
+        " WHERE trusted IS NOT NULL AND NOT hit GROUP BY trusted"
+    )
+
+
+def _untrusted_sql(joined: str) -> str:
+    return f"{joined} SELECT img FROM j WHERE trusted IS NULL AND img IS NOT NULL"
+
+
+def _one_row(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None) -> tuple:
     try:
-        n, keys, untrusted, missing = con.execute(sql, params).fetchall()[0]
+        return tuple(v or 0 for v in con.execute(sql, params).fetchall()[0])
     except duckdb.Error as e:
         raise sql_error(e) from e
-    return {"n": n or 0, "keys": keys or 0, "untrusted": untrusted or [], "missing": missing or []}
 
 
-class _Overrides:
-    def __init__(self, table: pa.Table, found: dict[Key, list]) -> None:
-        self.table = table
-        self.found = found
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> pa.Table:
+    try:
+        return con.sql(sql, params=params).to_arrow_table()
+    except duckdb.Error as e:
+        raise sql_error(e) from e
 
 
-def _refs(
+def _resolve(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
-    stage: Stage,
-    planned: StagePlan,
-    work: dict,
+    sql: str,
+    params: dict | None,
     stats: StageStats,
-) -> tuple[list[ImageRef], _Overrides, set[Key]]:
-    """What to infer: the missing vouched-for keys, and the values resolved here whose
-    content is not cached; the resolved values' current hashes (an error: NULL)."""
-    refs: dict[Key, ImageRef] = {}
-    for row in work["missing"]:
-        h = row["trusted"]
-        signature = tuple(row[c] for c in SIGNATURE)
-        refs[(h, "")] = ImageRef(
-            (h, ""), row["img"]["path"], row["orientation"], None, Expected(signature, h)
-        )
-    images = [row["img"] for row in work["untrusted"]]
-    current = resolve(con, images) if images else {}
-    stats.checked = len(current)
-    paths, claimed, hashes = [], [], []
-    for (path, h), cur in current.items():
-        if cur.error:
-            report(settings, stats, cur.error, cur.path)
-        paths.append(path)
-        claimed.append(h)
-        hashes.append(cur.hash)
-    table = pa.table([paths, claimed, hashes], schema=OVERRIDES)
-    plan, spec = planned.plan, planned.plan.spec
-    keys = {(c.hash, ""): c for c in current.values() if c.hash}
-    found: dict[Key, list] = {}
-    if keys and settings.cache:
-        wanted = pa.table({"hash": [h for h, _ in keys], "roi": [""] * len(keys)})
-        found = cache.lookup(
-            con, wanted, spec.name, spec.weights_hash(), plan.physical.key, stage.call.k
-        )
-    for key, cur in keys.items():
-        if key not in found and key not in refs:
-            refs[key] = ImageRef(key, cur.path, cur.orientation, None, cur.expected)
-    overrides = _Overrides(table, found)
-    return _renditions(con, plan.rendition or ORIGINAL, refs, overrides)
+) -> pa.Table:
+    """The values not vouched for, resolved :data:`CHUNK` at a time against the files (which
+    :func:`resolve` then vouches for): per (path, claimed hash), the current hash (NULL:
+    unreadable, reported) and what reading that content needs."""
+    values = _rows(con, sql, params).column(0)  # Arrow: compact; Python objects per chunk only
+    parts = []
+    for batch in (values.slice(i, CHUNK) for i in range(0, len(values), CHUNK)):
+        current = resolve(con, (img for img in batch.to_pylist()))
+        stats.checked += len(current)
+        rows = []
+        for (path, claimed), cur in current.items():
+            if cur.error:
+                report(settings, stats, cur.error, cur.path)
+            signature = cur.expected.signature if cur.expected else (None,) * 4
+            rows.append((path, claimed, cur.hash, cur.orientation, *signature))
+        if rows:
+            columns = zip(*rows, strict=True)
+            parts.append(
+                pa.Table.from_arrays(
+                    [pa.array(c, f.type) for c, f in zip(columns, OVERRIDES, strict=True)],
+                    schema=OVERRIDES,
+                )
+            )
+    return pa.concat_tables(parts) if parts else OVERRIDES.empty_table()
+
+
+def _overrides_lacking(
+    con: duckdb.DuckDBPyConnection, names: _Names, cached: str | None
+) -> tuple[int, pa.Table]:
+    """The resolved contents' number, and those the cache lacks (with what reading needs)."""
+    resolved = _one_row(con, f"SELECT count(DISTINCT current) FROM {names.overrides}", None)[0]
+    hit = f"AND NOT EXISTS (SELECT 1 FROM ({cached}) c WHERE c.hash = o.current)" if cached else ""
+    columns = ", ".join(f"any_value({c}) AS {c}" for c in ("path", "orientation", *SIGNATURE))
+    lacking = _rows(
+        con,
+        f"SELECT current AS hash, {columns} FROM {names.overrides} o"
+        f" WHERE current IS NOT NULL {hit} GROUP BY current",
+    )
+    return resolved, lacking
+
+
+def _add_refs(refs: dict[Key, ImageRef], rows: pa.Table) -> None:
+    """How to read each content: its path, orientation and the signature it was seen with."""
+    for row in rows.to_pylist():
+        key = (row["hash"], "")
+        if key not in refs:
+            signature = tuple(row[c] for c in SIGNATURE)
+            expect = Expected(signature, row["hash"]) if None not in signature else None
+            refs[key] = ImageRef(key, row["path"], row["orientation"], None, expect)
 
 
 def _renditions(
-    con: duckdb.DuckDBPyConnection,
-    source: str,
-    refs: dict[Key, ImageRef],
-    overrides: _Overrides,
-) -> tuple[list[ImageRef], _Overrides, set[Key]]:
+    con: duckdb.DuckDBPyConnection, source: str, refs: dict[Key, ImageRef]
+) -> tuple[list[ImageRef], set[Key]]:
     """Read a plan's rendition where the content has one; content changed since ingest has
     none yet: its original is read and its result not cached (it is not the plan's)."""
     uncacheable: set[Key] = set()
     if source == ORIGINAL or not refs:
-        return list(refs.values()), overrides, uncacheable
+        return list(refs.values()), uncacheable
     small = renditions_by_hash(con, {h for h, _ in refs}, source)
     out = []
     for key, ref in refs.items():
@@ -212,7 +255,7 @@ def _renditions(
         else:
             uncacheable.add(key)
             out.append(ref)
-    return out, overrides, uncacheable
+    return out, uncacheable
 
 
 def _fresh(found: dict[Key, list]) -> pa.Table:
@@ -240,8 +283,9 @@ def _view_sql(
         f" FROM {names.verified} w LEFT JOIN r ON r.hash = w.hash"
     ]
     if overrides:
-        parts.append(
-            f"SELECT o.path, o.claimed, {value} FROM {names.overrides} o"
+        parts.append(  # values of several catalogs may share a (path, hash): one row each
+            f"SELECT o.path, o.claimed, {value} FROM (SELECT path, claimed,"
+            f" any_value(current) AS current FROM {names.overrides} GROUP BY path, claimed) o"
             " LEFT JOIN r ON r.hash = o.current"
         )
     return (

@@ -287,19 +287,29 @@ def _text(img: dict | None, field: str) -> str | None:
 def _lookup_table(
     driver: pa.Table, work: _Work, found: dict[Key, list], stage: Stage, model: str
 ) -> pa.Table:
-    """One row per driver row: the image value's path and hash, the crop arguments as given
-    (so that the final query's lookup matches them exactly), and the UDF value."""
+    """One row per distinct lookup key of the driver rows: the image value's path and hash,
+    the crop arguments as given (so that the final query's lookup matches them exactly), and
+    the UDF value. Values that differ only in catalog or id (two catalogs of one folder) share
+    a row: the final query's lookup may find one row only."""
     fn = stage.call.function
-    values = []
-    for key in work.keys:
+    names = roi_names(len(stage.call.roi or ()))
+    boxes = zip(*(driver.column(n).to_pylist() for n in names), strict=True) if names else None
+    seen, rows, values = set(), [], []
+    for i, (img, key) in enumerate(zip(work.images, work.keys, strict=True)):
+        lookup = (_text(img, "path"), _text(img, "hash"), *(next(boxes) if boxes else ()))
+        if lookup in seen:
+            continue
+        seen.add(lookup)
+        rows.append(i)
         topk = found.get(key) if key is not None else None
         items = [{**t, "model": model} for t in topk] if topk is not None else None
         values.append(None if items is None else fn.value(items))
+    picked = driver.take(pa.array(rows, pa.int64())) if names else None
     columns = {
-        name: pa.array([_text(img, field) for img in work.images], pa.string())
+        name: pa.array([_text(work.images[i], field) for i in rows], pa.string())
         for name, field in (("__path", "path"), ("__hash", "hash"))
     }
-    for name in roi_names(len(stage.call.roi or ())):
-        columns[name] = driver.column(name)
+    for name in names:
+        columns[name] = picked.column(name)
     columns["__v"] = pa.array(values, fn.result)
     return pa.table(columns)

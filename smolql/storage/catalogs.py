@@ -269,26 +269,17 @@ def replace_images(
     images: list[dict],
     renditions: list[dict],
     errors: list[dict],
+    *,
+    replaces: bool = True,
 ) -> None:
     """One ingest commit: the rows of images ``ids`` (and errors of ``paths``) replaced by the
-    new ones, atomically."""
+    new ones, atomically (``replaces`` false: the caller knows there is nothing to replace)."""
     con.begin()
     try:
         con.register("_ids", pa.table({"id": pa.array(ids, pa.int32())}))
         con.register("_paths", pa.table({"path": pa.array(paths, pa.string())}))
-        con.execute(
-            f"DELETE FROM {SCHEMA}.images WHERE catalog = ? AND id IN (SELECT id FROM _ids)",
-            [name],
-        )
-        con.execute(
-            f"DELETE FROM {SCHEMA}.renditions WHERE catalog = ?"
-            " AND image_id IN (SELECT id FROM _ids)",
-            [name],
-        )
-        con.execute(
-            f"DELETE FROM {SCHEMA}.errors WHERE catalog = ? AND path IN (SELECT path FROM _paths)",
-            [name],
-        )
+        if replaces:
+            _delete_replaced(con, name)
         _insert_rows(con, "images", images)
         _insert_rows(con, "renditions", renditions)
         _insert_rows(con, "errors", errors, stamp="recorded")
@@ -299,6 +290,21 @@ def replace_images(
     finally:
         con.unregister("_ids")
         con.unregister("_paths")
+
+
+def _delete_replaced(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """The earlier rows of the images in ``_ids`` and errors of the paths in ``_paths``."""
+    con.execute(
+        f"DELETE FROM {SCHEMA}.images WHERE catalog = ? AND id IN (SELECT id FROM _ids)", [name]
+    )
+    con.execute(
+        f"DELETE FROM {SCHEMA}.renditions WHERE catalog = ? AND image_id IN (SELECT id FROM _ids)",
+        [name],
+    )
+    con.execute(
+        f"DELETE FROM {SCHEMA}.errors WHERE catalog = ? AND path IN (SELECT path FROM _paths)",
+        [name],
+    )
 
 
 def _insert_rows(
