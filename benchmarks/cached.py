@@ -27,9 +27,10 @@ from common import SAMPLE, host_line, median_seconds, sample_files
 
 SQL = "SELECT classify(image).label AS label FROM {}"
 DRIVER = "SELECT count(*) FROM (SELECT DISTINCT image AS img FROM {}) d"
-MATCH = (
-    "SELECT count(w.hash) FROM (SELECT DISTINCT image AS img FROM {}) d"
-    " LEFT JOIN __bench_verified w ON w.path = d.img.path AND w.hash = d.img.hash"
+MATCH = (  # as SmolQL's stage query joins them
+    "SELECT count(CASE WHEN w.path = d.img.path AND w.hash = d.img.hash THEN 1 END)"
+    " FROM (SELECT DISTINCT image AS img FROM {}) d"
+    " LEFT JOIN __bench_verified w ON w.key = hash(d.img.path, d.img.hash)"
 )
 
 

@@ -136,14 +136,19 @@ def _cached_sql(stage: Stage, planned: StagePlan, settings: Settings) -> str | N
 
 def _joined_sql(driver: str, names: _Names, cached: str | None) -> str:
     """The driver's rows, each with the file vouched for at its path and hash (if any) and
-    whether the cache holds that content's result."""
-    signature = ", ".join(f"w.{c}" for c in SIGNATURE)
+    whether the cache holds that content's result. The join is on the watcher's integer key;
+    the path and hash are then compared, so a key collision only leaves a value unvouched."""
+    same = f"w.path = d.{IMAGE}.path AND w.hash = d.{IMAGE}.hash"
+    fields = ", ".join(
+        f"CASE WHEN {same} THEN w.{c} END AS {c}" for c in ("orientation", *SIGNATURE)
+    )
     hits = f"(SELECT DISTINCT hash FROM ({cached}))" if cached else "(SELECT NULL AS hash)"
     return (
-        f"WITH j AS (SELECT d.{IMAGE} AS img, w.hash AS trusted, w.orientation, {signature},"
-        f" c.hash IS NOT NULL AS hit FROM ({driver}) d"
-        f" LEFT JOIN {names.verified} w ON w.path = d.{IMAGE}.path AND w.hash = d.{IMAGE}.hash"
-        f" LEFT JOIN {hits} c ON c.hash = w.hash) "
+        f"WITH m AS (SELECT d.{IMAGE} AS img, CASE WHEN {same} THEN w.hash END AS trusted,"
+        f" {fields} FROM ({driver}) d LEFT JOIN {names.verified} w"
+        f" ON w.key = hash(d.{IMAGE}.path, d.{IMAGE}.hash)),"
+        f" j AS (SELECT m.*, c.hash IS NOT NULL AS hit FROM m LEFT JOIN {hits} c"
+        " ON c.hash = m.trusted) "
     )
 
 
