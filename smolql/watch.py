@@ -138,6 +138,8 @@ class Watcher:
         with self._lock:
             rows = {}
             for path, verified in files:
+                if self._watched.get(os.path.dirname(path), 0) & FOLDER != FOLDER:
+                    continue  # its folder's watch was lost meanwhile (an event said so)
                 try:
                     st = os.lstat(path)
                 except OSError:
