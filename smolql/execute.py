@@ -219,13 +219,13 @@ def evaluate_stages(
         if planned.choice.note:
             warnings.warn(planned.choice.note, PlanWarning, stacklevel=4)
     for stage in plan.stages:
-        ensure_engine(con, physical[stage.index].plan, _stage_catalog(con, stage))
+        ensure_engine(con, physical[stage.index].plan, lambda s=stage: _stage_catalog(con, s))
     if plan.early_limit is not None:
         _run_early(con, settings, plan, stats, physical)
         return plan, stats
     for stage in plan.stages:
         s = None
-        if in_duckdb.applies(stage, settings):
+        if in_duckdb.applies(stage):
             s = in_duckdb.run_stage(con, settings, stage, physical[stage.index], values)
         if s is None:
             s, table = run_stage(con, settings, stage, physical[stage.index], values=values)

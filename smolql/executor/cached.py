@@ -18,7 +18,6 @@ import time
 
 import duckdb
 import pyarrow as pa
-from sqlglot import exp
 
 from smolql.config import Settings
 from smolql.freshness import Expected, resolve
@@ -28,10 +27,11 @@ from smolql.planner.physical import StagePlan
 from smolql.planner.space import ORIGINAL
 from smolql.sql.logical import IMAGE, Stage
 from smolql.sql.run import bound, sql_error
-from smolql.storage.schema import SCHEMA, renditions_by_hash
+from smolql.storage.cache import literal, rows_sql
+from smolql.storage.schema import TOPK_SQL, renditions_by_hash
 from smolql.watch import WATCHER
 
-from .stage import IMAGE_FIELDS, Key, StageStats, infer, report
+from .stage import IMAGE_FIELDS, Key, StageStats, from_rendition, infer, report
 
 SIGNATURE = ("bytes", "mtime_ns", "ctime_ns", "inode")
 CHUNK = 8192  # image values resolved in Python at a time
@@ -44,11 +44,10 @@ OVERRIDES = pa.schema(
         *((c, pa.int64()) for c in SIGNATURE),
     ]
 )
-TOPK_SQL = "STRUCT(class_index INTEGER, label VARCHAR, score DOUBLE)[]"  # as udf_cache.topk
 FRESH = pa.schema([("hash", pa.string()), ("topk", TOPK)])
 
 
-def applies(stage: Stage, settings: Settings) -> bool:
+def applies(stage: Stage) -> bool:
     """Whether this path can run ``stage``: a whole-image call of a function with a SQL value."""
     return stage.call.roi is None and stage.call.function.sql_value is not None
 
@@ -107,10 +106,6 @@ class _Names:
         self.fresh = f"__smolql_f{index}"
 
 
-def _literal(text: str) -> str:
-    return exp.Literal.string(text).sql("duckdb")
-
-
 def _image_typed(con: duckdb.DuckDBPyConnection, driver: str, params: dict | None) -> bool:
     try:
         kind = con.sql(f"SELECT {IMAGE} FROM ({driver}) LIMIT 0", params=params).types[0]
@@ -126,12 +121,8 @@ def _cached_sql(stage: Stage, planned: StagePlan, settings: Settings) -> str | N
     """The cache rows that serve this call (hash, k, topk), or None with the cache off."""
     if not settings.cache:
         return None
-    spec, k = planned.plan.spec, int(stage.call.k)
-    return (
-        f"SELECT hash, k, topk FROM {SCHEMA}.udf_cache"
-        f" WHERE model = {_literal(spec.name)} AND weights = {_literal(spec.weights_hash())}"
-        f" AND plan = {_literal(planned.plan.physical.key)} AND roi = '' AND k >= {k}"
-    )
+    spec = planned.plan.spec
+    return rows_sql(spec.name, spec.weights_hash(), planned.plan.physical.key, stage.call.k)
 
 
 def _joined_sql(driver: str, names: _Names, cached: str | None) -> str:
@@ -247,20 +238,13 @@ def _add_refs(refs: dict[Key, ImageRef], rows: pa.Table) -> None:
 def _renditions(
     con: duckdb.DuckDBPyConnection, source: str, refs: dict[Key, ImageRef]
 ) -> tuple[list[ImageRef], set[Key]]:
-    """Read a plan's rendition where the content has one; content changed since ingest has
-    none yet: its original is read and its result not cached (it is not the plan's)."""
+    """What to read for each ref under a plan reading ``source`` (see
+    :func:`~smolql.executor.stage.from_rendition`), and the keys not to cache."""
     uncacheable: set[Key] = set()
     if source == ORIGINAL or not refs:
         return list(refs.values()), uncacheable
     small = renditions_by_hash(con, {h for h, _ in refs}, source)
-    out = []
-    for key, ref in refs.items():
-        if key[0] in small:
-            out.append(ImageRef(key, small[key[0]], 1))  # renditions are stored upright
-        else:
-            uncacheable.add(key)
-            out.append(ref)
-    return out, uncacheable
+    return [from_rendition(ref, small, uncacheable) for ref in refs.values()], uncacheable
 
 
 def _fresh(found: dict[Key, list]) -> pa.Table:
@@ -276,7 +260,7 @@ def _view_sql(
     """(path, claimed hash) -> value: vouched-for files by their hash, resolved values by
     their current hash; the result of that content from this query's inference or the
     cache (the smallest stored k that serves the call)."""
-    value = stage.call.function.sql_value("r.topk", _literal(model))
+    value = stage.call.function.sql_value("r.topk", literal(model))
     k = int(stage.call.k)
     rows = [f"SELECT hash, 0 AS k, topk FROM {names.fresh}"] if fresh else []
     if cached:

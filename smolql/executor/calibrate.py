@@ -5,6 +5,7 @@ size (cached beside the ONNX export, see :mod:`smolql.models.quantize`)."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import duckdb
 import numpy as np
@@ -15,28 +16,28 @@ from smolql.models.quantize import CALIBRATION_IMAGES
 from smolql.ops.loader import stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
 from smolql.planner.physical import Plan
-from smolql.storage.schema import SCHEMA
+from smolql.storage.schema import image_sample
 
 
 class CalibrationNotice(UserWarning):
     """A query is making an engine it needs (once): which images calibrate it."""
 
 
-def ensure_engine(con: duckdb.DuckDBPyConnection, plan: Plan, catalog: str | None) -> None:
-    """Make ``plan``'s engine when its precision needs calibration and none exists yet."""
+def ensure_engine(
+    con: duckdb.DuckDBPyConnection, plan: Plan, catalog_of: Callable[[], str | None]
+) -> None:
+    """Make ``plan``'s engine when its precision needs calibration and none exists yet
+    (``catalog_of``: the catalog the stage reads, asked only then)."""
     backend = get_backend(plan.backend)
     if backend.is_calibrated(plan.spec, plan.precision):
         return
+    catalog = catalog_of()
     if catalog is None:
         raise InferenceError(
             f"{plan.precision} for {plan.spec.name!r} needs calibration images from a catalog:"
             " query a catalog first, or run `smolql profile CATALOG --precision int8`"
         )
-    rows = con.execute(
-        f"SELECT path, coalesce(orientation, 1) FROM {SCHEMA}.images WHERE catalog = ?"
-        f" AND format IS NOT NULL ORDER BY hash(id) LIMIT {CALIBRATION_IMAGES}",
-        [catalog],
-    ).fetchall()
+    rows = image_sample(con, catalog, CALIBRATION_IMAGES)
     if not rows:
         raise InferenceError(f"catalog {catalog!r} has no images to calibrate {plan.precision}")
     warnings.warn(
@@ -47,5 +48,8 @@ def ensure_engine(con: duckdb.DuckDBPyConnection, plan: Plan, catalog: str | Non
     )
     refs = [ImageRef(i, path, orientation) for i, (path, orientation) in enumerate(rows)]
     batches = stream_batches(refs, Preprocessor(plan.spec.transform))
-    images = np.concatenate([b.tensor.copy() for b in batches])
+    tensors = [b.tensor.copy() for b in batches if len(b.tensor)]
+    if not tensors:
+        raise InferenceError(f"no image of catalog {catalog!r} decodes: nothing to calibrate on")
+    images = np.concatenate(tensors)
     backend.calibrate(plan.spec, plan.precision, images)

@@ -208,11 +208,20 @@ def _ref(
 ) -> ImageRef:
     """How to read one key's pixels: its rendition (when the plan reads renditions and the
     content has one), else the original file."""
+    original = ImageRef(key, cur.path, cur.orientation, rect, cur.expected)
     if rect is None and small is not None:
-        if key[0] in small:
-            return ImageRef(key, small[key[0]], 1)  # renditions are stored upright
-        work.uncacheable.add(key)  # changed since ingest: no rendition of this content yet
-    return ImageRef(key, cur.path, cur.orientation, rect, cur.expected)
+        return from_rendition(original, small, work.uncacheable)
+    return original
+
+
+def from_rendition(ref: ImageRef, small: dict[str, str], uncacheable: set[Key]) -> ImageRef:
+    """``ref``'s content read from its rendition (``small``: file per content hash); content
+    changed since ingest has none yet: the original is read, its result not cached (it is
+    not the plan's)."""
+    if ref.key[0] in small:
+        return ImageRef(ref.key, small[ref.key[0]], 1)  # renditions are stored upright
+    uncacheable.add(ref.key)
+    return ref
 
 
 def report(settings: Settings, stats: StageStats, message: str, path: str) -> None:

@@ -78,7 +78,8 @@ def ingest(
     turbo()  # fail fast, once, if libjpeg-turbo is missing, instead of once per file
     work = _plan(con, catalog, paths, specs)
     stored.remove_images(con, catalog, work.removed_ids, paths)
-    no_errors = stored.counts(con, catalog)[1] == 0
+    # Ids from here on are new; with no error rows either, a batch of them replaces nothing.
+    new_from = work.first_new_id if stored.counts(con, catalog)[1] == 0 else None
     summary = IngestSummary(unchanged=work.unchanged, removed=len(work.removed_ids))
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=len(work.todo), unit="img", desc=f"ingest {catalog}", disable=not show)
@@ -89,9 +90,9 @@ def ingest(
             batch.append((image_id, result))
             bar.update()
             if len(batch) >= COMMIT_EVERY or time.monotonic() - last_commit > COMMIT_SECONDS:
-                _commit(con, catalog, batch, summary, no_errors and work.first_new_id)
+                _commit(con, catalog, batch, summary, new_from)
                 batch, last_commit = [], time.monotonic()
-        _commit(con, catalog, batch, summary, no_errors and work.first_new_id)
+        _commit(con, catalog, batch, summary, new_from)
     remove_orphan_files(con, catalog, out_dir)
     summary.images, summary.skipped = stored.counts(con, catalog)
     return summary
@@ -179,10 +180,10 @@ def _commit(
     catalog: str,
     batch: list[tuple[int, Ingested | Skipped]],
     summary: IngestSummary,
-    first_new_id: int | None,
+    new_from: int | None,
 ) -> None:
-    """Store a batch of results; with ``first_new_id`` (the catalog had no error rows when
-    the ingest began), a batch of new ids only replaces nothing and deletes nothing."""
+    """Store a batch of results; a batch of ids all at or past ``new_from`` replaces
+    nothing (no earlier rows to delete)."""
     if not batch:
         return
     rows, renditions, errors = [], [], []
@@ -205,7 +206,7 @@ def _commit(
         rows,
         renditions,
         errors,
-        replaces=not first_new_id or min(i for i, _ in batch) < first_new_id,
+        replaces=new_from is None or min(i for i, _ in batch) < new_from,
     )
 
 

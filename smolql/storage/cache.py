@@ -29,6 +29,21 @@ def lookup(
     return {(h, r): t[:k] for h, r, t in rows}
 
 
+def rows_sql(model: str, weights: str, plan: str, k: int) -> str:
+    """The cache rows (hash, k, topk) that serve a whole-image call with ``k`` classes, as SQL
+    a query or view embeds (literals, not parameters: a view cannot hold parameters)."""
+    return (
+        f"SELECT hash, k, topk FROM {SCHEMA}.udf_cache WHERE model = {literal(model)}"
+        f" AND weights = {literal(weights)} AND plan = {literal(plan)} AND roi = ''"
+        f" AND k >= {int(k)}"
+    )
+
+
+def literal(text: str) -> str:
+    """``text`` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def store(
     cur: duckdb.DuckDBPyConnection,
     rows: list[tuple[str, str, list]],

@@ -15,6 +15,7 @@ import pyarrow as pa
 from smolql.errors import CatalogError
 
 SCHEMA = "smolql"
+TOPK_SQL = "STRUCT(class_index INTEGER, label VARCHAR, score DOUBLE)[]"  # a cached top-k list
 MEMORY = ":memory:"
 
 _DDL = (
@@ -35,7 +36,7 @@ _DDL = (
         catalog VARCHAR, path VARCHAR, reason VARCHAR, recorded TIMESTAMP)""",
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.udf_cache (
         hash VARCHAR, model VARCHAR, weights VARCHAR, plan VARCHAR, roi VARCHAR, k INTEGER,
-        topk STRUCT(class_index INTEGER, label VARCHAR, score DOUBLE)[], created TIMESTAMP)""",
+        topk {TOPK_SQL}, created TIMESTAMP)""",
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.plan_profiles (
         catalog VARCHAR, machine VARCHAR, plan VARCHAR, model VARCHAR, weights VARCHAR,
         source VARCHAR, scale INTEGER, input_size INTEGER, backend VARCHAR, precision VARCHAR,
@@ -345,6 +346,15 @@ def renditions_by_hash(
 
 
 HEADER_SAMPLE = 256  # images a plan's cost is predicted over
+
+
+def image_sample(con: duckdb.DuckDBPyConnection, catalog: str, n: int) -> list[tuple[str, int]]:
+    """A fixed sample of up to ``n`` decodable images of a catalog: (path, orientation)."""
+    return con.execute(
+        f"SELECT path, coalesce(orientation, 1) FROM {SCHEMA}.images WHERE catalog = ?"
+        f" AND format IS NOT NULL ORDER BY hash(id) LIMIT {int(n)}",
+        [catalog],
+    ).fetchall()
 
 
 def image_headers(
