@@ -4,7 +4,11 @@ Each distinct UDF call becomes a *stage*: a driver query (the relational pre-fil
 call's FROM and JOINs with every WHERE conjunct that needs no unevaluated UDF) selects the
 images to evaluate; the call is then replaced everywhere by a lookup into the stage's results,
 keyed by the image value's path and hash (and the crop arguments); the executor fills each
-key with the result for the content at that path now. Stages run cheapest model first, and a
+key with the result for the content at that path now. Where the call sits in the select that
+drives its stage (its select list, WHERE, ORDER BY or QUALIFY, with no grouping and no bare
+``*`` to widen) the lookup is a LEFT JOIN of that select to the results, whose keys are
+unique, so no row is added or lost; elsewhere it is a scalar subquery, which DuckDB
+decorrelates into the same join at some extra cost. Stages run cheapest model first, and a
 later stage's driver already filters on the earlier stages' results, so an expensive model
 only sees the rows a cheap one let through.
 """
@@ -74,8 +78,10 @@ def plan_query(
         stage = min(ready or pending, key=lambda s: (not _in_where(s), cost(s.call.model), s.index))
         stage.index = len(ordered) + 1  # numbered in the order they run
         stage.driver = _driver(tree, stage)
+        home = stage.nodes[0].find_ancestor(exp.Select)
         for node in stage.nodes:
-            node.replace(_lookup(stage))
+            joined = node.find_ancestor(exp.Select) is home and _joinable(node, home, stage)
+            node.replace(_joined(stage, home) if joined else _lookup(stage))
         pending.remove(stage)
         ordered.append(stage)
     return QueryPlan(tree, ordered, early_limit, root_image)
@@ -136,14 +142,63 @@ def _driver(tree: exp.Expression, stage: Stage) -> exp.Select:
     return driver
 
 
-def _lookup(stage: Stage) -> exp.Subquery:
-    """``(SELECT __v FROM <results> WHERE __path = (image).path AND __hash = (image).hash
-    [AND crop arguments match])``."""
+JOINABLE = ("expressions", "where", "order", "qualify")  # clauses that may read a joined table
+
+
+def _joinable(node: exp.Expression, select: exp.Select, stage: Stage) -> bool:
+    """Whether ``node`` may read a LEFT JOIN of ``select``: the select has a FROM; the call
+    sits in a clause evaluated per joined row (WHERE, or with no grouping the select list,
+    ORDER BY, QUALIFY); no bare ``*`` would show the joined columns; and its arguments hold
+    no subquery."""
+    if select.args.get("from_") is None:
+        return False
+    clause = node
+    while clause.parent is not select:
+        clause = clause.parent
+    if clause.arg_key not in JOINABLE:
+        return False
+    grouped = select.args.get("group") or select.args.get("having") or _aggregates(select)
+    if grouped and clause.arg_key != "where":
+        return False
+    if any(_bare_star(p) for p in select.expressions):
+        return False
+    arguments = [stage.call.image, *(stage.call.roi or ())]
+    return not any(a.find(exp.Subquery, exp.Select) for a in arguments)
+
+
+def _aggregates(select: exp.Select) -> bool:
+    return any(
+        a.find_ancestor(exp.Select) is select
+        for p in select.expressions
+        for a in p.find_all(exp.AggFunc)
+    )
+
+
+def _bare_star(projection: exp.Expression) -> bool:
+    if isinstance(projection, exp.Star):
+        return True
+    return isinstance(projection, exp.Column) and projection.is_star and not projection.table
+
+
+def _joined(stage: Stage, select: exp.Select) -> exp.Column:
+    """``<alias>.__v``, joining ``select`` to the stage's results once (``LEFT JOIN <results>
+    AS <alias> ON <alias>.__path = (image).path AND ... [AND crop arguments match]``)."""
+    alias = f"__smolql_l{stage.index}"
+    if not any(j.alias_or_name == alias for j in select.args.get("joins") or []):
+        table = exp.Table(
+            this=exp.to_identifier(stage.table), alias=exp.TableAlias(this=exp.to_identifier(alias))
+        )
+        select.join(table, on=_matches(stage, alias), join_type="LEFT", copy=False)
+    return exp.column("__v", alias)
+
+
+def _matches(stage: Stage, alias: str) -> exp.Expression:
+    """The results' key equals the call's: path and hash of the image value, crop arguments."""
     call = stage.call
     cond: exp.Expression | None = None
     for field_name in ("path", "hash"):
         eq = exp.EQ(
-            this=exp.column(f"__{field_name}", "__r"),
+            this=exp.column(f"__{field_name}", alias),
             expression=exp.Dot(
                 this=exp.Paren(this=call.image.copy()), expression=exp.to_identifier(field_name)
             ),
@@ -152,8 +207,14 @@ def _lookup(stage: Stage) -> exp.Subquery:
     names = roi_names(len(call.roi or ()))
     for arg, name in zip(call.roi or (), names, strict=True):
         cond = exp.And(
-            this=cond, expression=exp.EQ(this=exp.column(name, "__r"), expression=arg.copy())
+            this=cond, expression=exp.EQ(this=exp.column(name, alias), expression=arg.copy())
         )
+    return cond
+
+
+def _lookup(stage: Stage) -> exp.Subquery:
+    """``(SELECT __v FROM <results> WHERE __path = (image).path AND __hash = (image).hash
+    [AND crop arguments match])``."""
     query = (
         exp.select(exp.column("__v", "__r"))
         .from_(
@@ -162,7 +223,7 @@ def _lookup(stage: Stage) -> exp.Subquery:
                 alias=exp.TableAlias(this=exp.to_identifier("__r")),
             )
         )
-        .where(cond)
+        .where(_matches(stage, "__r"))
     )
     return exp.Subquery(this=query)
 
