@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -12,7 +13,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from smolql import errors
+from smolql import changes, errors
 from smolql.config import PROFILE_SAMPLE, Settings, default_db_path, worker_count
 from smolql.dbapi import Cursor
 from smolql.ingest import manage
@@ -22,6 +23,20 @@ from smolql.storage.schema import RenditionRoot, close_database, open_database, 
 from smolql.storage.user_models import user_models
 
 EXECUTOR_ENV = "SMOLQL_EXECUTOR"  # the default executor of new connections (e.g. "ray")
+
+
+def _writes(method: Callable) -> Callable:
+    """A method that changes the database: statements planned before are planned again."""
+
+    @functools.wraps(method)
+    def wrapper(self: Connection, *args: Any, **kwargs: Any) -> Any:
+        changes.bump()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            changes.bump()
+
+    return wrapper
 
 
 class Connection:
@@ -57,6 +72,9 @@ class Connection:
             read_only = self.database != ":memory:" and not writable(self.database)
         self.read_only = bool(read_only)
         self.duckdb = open_database(self.database, self.read_only)
+        from smolql.prepared import Plans
+
+        self._plans = Plans(self.database)  # statements planned, with their stage tables
         self.renditions = RenditionRoot(self.database)
         self.closed = False
         # One statement at a time per connection: threads that share it take turns (PEP 249
@@ -111,8 +129,9 @@ class Connection:
 
         self._check()
         with self._lock:
-            return run_script(self.duckdb, self.settings, operation, parameters)
+            return run_script(self.duckdb, self.settings, operation, parameters, self._plans)
 
+    @_writes
     def create_catalog(
         self,
         name: str,
@@ -134,6 +153,7 @@ class Connection:
         )
         return manage.create(self.duckdb, self.renditions, definition, self._opts(progress))
 
+    @_writes
     def add_model(
         self,
         name: str,
@@ -206,6 +226,7 @@ class Connection:
         ]
         return pa.Table.from_pylist(rows)
 
+    @_writes
     def create_catalog_from(
         self,
         file: str,
@@ -234,6 +255,7 @@ class Connection:
             self.attach_boxes(d.name, d.boxes)
         return summary
 
+    @_writes
     def attach_boxes(self, catalog: str, annotations: str, *, name: str | None = None) -> str:
         """Attach boxes (a COCO JSON, or a CSV/Parquet/JSON Lines table of file, x, y, w, h,
         label) to ``catalog`` as a view (default ``<catalog>_boxes``) joined to its images by
@@ -245,11 +267,13 @@ class Connection:
         with self._lock:
             return attach(self.duckdb, catalog, read_boxes(annotations), name)
 
+    @_writes
     def refresh_catalog(self, name: str, *, progress: bool | None = None) -> IngestSummary:
         """Ingest added and changed files and forget deleted ones; unchanged files are skipped."""
         self._writable("refresh a catalog")
         return manage.refresh(self.duckdb, self.renditions, name, self._opts(progress))
 
+    @_writes
     def drop_catalog(self, name: str) -> None:
         self._writable("drop a catalog")
         manage.drop(self.duckdb, self.renditions, name)
@@ -297,6 +321,7 @@ class Connection:
             return os.path.join(self.renditions.path, "_models")
         return os.path.abspath(self.database) + ".models"
 
+    @_writes
     def profile(
         self,
         catalog: str,
@@ -355,6 +380,7 @@ class Connection:
             say=say,
         )
 
+    @_writes
     def calibrate(
         self,
         models: Sequence[str] | None = None,
@@ -408,6 +434,7 @@ class Connection:
             if spec.weights and not spec.base and spec.labels == default.labels
         ]
 
+    @_writes
     def train(
         self,
         catalog: str,
@@ -447,7 +474,7 @@ class Connection:
 
         self._check()
         with self._lock:
-            return stream_script(self.duckdb, self.settings, query, params, batch_size)
+            return stream_script(self.duckdb, self.settings, query, params, batch_size, self._plans)
 
     def sql(self, query: str, params: Sequence[Any] | dict | None = None) -> pa.Table:
         """Run SQL (SmolQL UDFs, ``SET smolql.*`` and ``EXPLAIN`` included) and return the last
@@ -457,7 +484,7 @@ class Connection:
 
         self._check()
         with self._lock:
-            return run_script(self.duckdb, self.settings, query, params)
+            return run_script(self.duckdb, self.settings, query, params, self._plans)
 
     def interrupt(self) -> None:
         """Stop the DuckDB work of the statement running on this connection (from another

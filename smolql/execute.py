@@ -5,6 +5,9 @@ SmolQL settings; EXPLAIN [ANALYZE] of UDF queries."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -15,7 +18,9 @@ import pyarrow as pa
 from sqlglot import exp
 from sqlglot.tokens import Tokenizer, TokenType
 
+from smolql import changes
 from smolql.backends.cpu import machine_id
+from smolql.backends.registry import get_backend
 from smolql.config import SETTINGS, Settings
 from smolql.errors import QueryError, SmolQLError
 from smolql.executor import cached as in_duckdb
@@ -25,6 +30,7 @@ from smolql.executor.registry import get_executor
 from smolql.executor.stage import DONE_TABLE, ImageWarning, StageStats, driver_rows, run_stage
 from smolql.freshness import resolve
 from smolql.ingest.manage import names as catalog_names
+from smolql.models.quantize import CALIBRATION_IMAGES
 from smolql.models.registry import get_model
 from smolql.planner import targets as plan_choice
 from smolql.planner.cost import CostModel
@@ -32,12 +38,17 @@ from smolql.planner.engines import stored_choice
 from smolql.planner.physical import StagePlan, plan_stage
 from smolql.planner.rates import Header
 from smolql.planner.space import ORIGINAL
+from smolql.prepared import Plans, Prepared
 from smolql.sql.logical import IMAGE, QueryPlan, Stage, plan_query
-from smolql.sql.parse import classify_statement, parse_one, split, uses_smolql
+from smolql.sql.parse import Statement, classify_statement, parse_one, split, uses_smolql
 from smolql.sql.run import bound, clear_name, query_arrow, sql_error
 from smolql.storage import cache
 from smolql.storage.profiles import cost_model as profile_cost_model
 from smolql.storage.schema import image_headers
+from smolql.watch import WATCHER
+
+# a statement that only reads: anything else counts as a write (changes.bump)
+_READS = re.compile(r"^\s*(SELECT|FROM|VALUES|SHOW|DESCRIBE|SUMMARIZE)\b[^;]*;?\s*$", re.I)
 
 
 class PlanWarning(UserWarning):
@@ -52,16 +63,38 @@ class QueryStats:
 
 
 def run_script(
-    con: duckdb.DuckDBPyConnection, settings: Settings, sql: str, params=None
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    sql: str,
+    params=None,
+    plans: Plans | None = None,
 ) -> pa.Table:
-    """Run one or more statements; return the last one's result as Arrow."""
+    """Run one or more statements; return the last one's result as Arrow. ``plans``: the
+    connection's statements kept planned (none: plan every statement afresh)."""
     with _boundary(con):
-        if not uses_smolql(sql):
+        statements = _statements(sql, changes.writes())
+        if statements is None:
+            _note_write(sql)
             return query_arrow(con, *_duckdb_params(sql, params))  # exactly DuckDB
         result = pa.table({})
-        for text in split(sql):
-            result = run_statement(con, settings, text, params)
+        for st in statements:
+            result = run_statement(con, settings, st, params, plans)
         return result
+
+
+@functools.lru_cache(maxsize=256)
+def _statements(sql: str, writes: int) -> tuple[Statement, ...] | None:
+    """The script's statements, classified; None when none is SmolQL's (plain DuckDB).
+    Kept per text while no write (a new function among them) was counted."""
+    if not uses_smolql(sql):
+        return None
+    return tuple(classify_statement(text) for text in split(sql))
+
+
+def _note_write(sql: str) -> None:
+    """Count a statement that may write (anything but a plain read), for plans kept."""
+    if not _READS.match(sql):
+        changes.bump()
 
 
 def stream_script(
@@ -70,25 +103,33 @@ def stream_script(
     sql: str,
     params=None,
     batch_size: int = 8192,
+    plans: Plans | None = None,
 ) -> pa.RecordBatchReader:
     """Like :func:`run_script`, but the last statement's rows arrive as a stream of Arrow
     record batches (the UDF stages run first; DuckDB then streams the final query)."""
     with _boundary(con):
-        return _stream(con, settings, sql, params, batch_size)
+        return _stream(con, settings, sql, params, batch_size, plans)
 
 
-def _stream(con, settings: Settings, sql: str, params, batch_size: int) -> pa.RecordBatchReader:
-    texts = split(sql) if uses_smolql(sql) else [sql]
-    for text in texts[:-1]:
-        run_statement(con, settings, text, params)
-    last = texts[-1] if texts else "SELECT NULL WHERE false"
-    st = classify_statement(last) if uses_smolql(last) else None
-    final, final_params = last, params
-    if st is not None and st.kind == "query":
-        plan, _ = evaluate_stages(con, settings, *name_placeholders(st.text, params))
-        final, final_params = plan.final_sql(), bound(plan.tree, plan.params)
-    elif st is not None:
-        return run_statement(con, settings, last, params).to_reader()
+def _stream(
+    con, settings: Settings, sql: str, params, batch_size: int, plans: Plans | None
+) -> pa.RecordBatchReader:
+    statements = _statements(sql, changes.writes())
+    if statements is None:
+        _note_write(sql)
+        statements = (Statement(sql, "duckdb"),)
+    for st in statements[:-1]:
+        run_statement(con, settings, st, params, plans)
+    st = statements[-1] if statements else Statement("SELECT NULL WHERE false", "duckdb")
+    final, final_params = st.text, params
+    if st.kind == "query":
+        prepared, _ = evaluate_stages(con, settings, *name_placeholders(st.text, params), plans)
+        final, final_params = prepared.final, prepared.final_params
+        _note_final(prepared)
+    elif st.kind != "duckdb":
+        return run_statement(con, settings, st, params, plans).to_reader()
+    else:
+        final, final_params = _duckdb_params(final, params)
     try:
         return con.sql(final, params=final_params).to_arrow_reader(batch_size)
     except duckdb.Error as e:
@@ -129,16 +170,20 @@ def _has_catalogs(con: duckdb.DuckDBPyConnection) -> bool:
         return True
 
 
-def run_statement(con, settings: Settings, text: str, params=None) -> pa.Table:
-    st = classify_statement(text)
+def run_statement(
+    con, settings: Settings, st: Statement | str, params=None, plans: Plans | None = None
+) -> pa.Table:
+    if isinstance(st, str):
+        st = classify_statement(st)
     if st.kind == "duckdb":
-        return query_arrow(con, *_duckdb_params(text, params))
+        _note_write(st.text)
+        return query_arrow(con, *_duckdb_params(st.text, params))
     if st.kind in ("set", "reset"):
-        return _setting(settings, text)
+        return _setting(settings, st.text)
     text, values = name_placeholders(st.text, params)
     if st.kind == "explain":
         return pa.table({"plan": explain(con, settings, parse_one(text), values)})
-    table, stats, plan = run_query(con, settings, text, values)
+    table, stats, plan = run_query(con, settings, text, values, plans)
     if st.kind == "explain_analyze":
         return pa.table({"plan": explain_analyze(plan, stats)})
     return table
@@ -208,31 +253,65 @@ def _cost(con) -> callable:
 
 
 def evaluate_stages(
-    con, settings: Settings, text: str, values: dict
-) -> tuple[QueryPlan, QueryStats]:
-    """Plan a UDF statement and run its stages; the plan's final query is then ready."""
-    plan = plan_query(parse_one(text), settings.model, _cost(con), values)
-    plan.params = values
+    con, settings: Settings, text: str, values: dict, plans: Plans | None = None
+) -> tuple[Prepared, QueryStats]:
+    """Plan a UDF statement (or take it from ``plans``) and run its stages (or reuse their
+    tables, when :class:`~smolql.prepared.Plans` says they are still right); the final
+    query is then ready to run."""
+    key = Plans.key(text, values, settings) if plans is not None else None
+    prepared = plans.get(con, key) if plans is not None else None
+    database = plans.database if plans is not None else changes.MEMORY
+    if prepared is None:
+        at = changes.stamp(database)  # before planning: a change meanwhile plans it again
+        prepared = _prepare(con, settings, text, values, plans.tag() if plans else "", at)
+        if plans is not None and prepared.plan.early_limit is None:
+            plans.put(con, key, prepared)
+    for note in prepared.notes:
+        warnings.warn(note, PlanWarning, stacklevel=4)
     stats = QueryStats()
-    physical = physical_plan(con, settings, plan)  # every decision, before anything runs
-    for planned in physical.values():
-        if planned.choice.note:
-            warnings.warn(planned.choice.note, PlanWarning, stacklevel=4)
+    if plans is not None and plans.reusable(prepared, settings):
+        stats.stages = plans.reused(prepared)
+        return prepared, stats
+    plan, physical = prepared.plan, prepared.physical
     for stage in plan.stages:
         ensure_engine(con, physical[stage.index].plan, lambda s=stage: _stage_catalog(con, s))
     if plan.early_limit is not None:
         _run_early(con, settings, plan, stats, physical)
-        return plan, stats
+        prepared.final, prepared.final_params = plan.final_sql(), bound(plan.tree, plan.params)
+        return prepared, stats
+    before, watched = changes.stamp(database), WATCHER.generation()
     for stage in plan.stages:
-        s = None
+        s, planned = None, physical[stage.index]
         if in_duckdb.applies(stage):
-            s = in_duckdb.run_stage(con, settings, stage, physical[stage.index], values)
+            s = in_duckdb.run_stage(con, settings, stage, planned, values)
+            planned = dataclasses.replace(planned, path=FALLBACK)  # where it cannot
         if s is None:
-            s, table = run_stage(con, settings, stage, physical[stage.index], values=values)
+            s, table = run_stage(con, settings, stage, planned, values=values)
             clear_name(con, stage.table)
             con.register(stage.table, table)
         stats.stages[stage.index] = s
-    return plan, stats
+    if plans is not None:
+        plans.ran(prepared, before, watched, stats.stages)
+    return prepared, stats
+
+
+def _prepare(
+    con, settings: Settings, text: str, values: dict, tag: str, at: changes.Stamp
+) -> Prepared:
+    """Parse and plan a UDF statement: its stages, their physical plans, the final query."""
+    plan = plan_query(parse_one(text), settings.model, _cost(con), values, tag)
+    plan.params = values
+    physical = physical_plan(con, settings, plan)  # every decision, before anything runs
+    notes = [p.choice.note for p in physical.values() if p.choice.note]
+    final = plan.final_sql() if plan.early_limit is None else ""
+    final_params = bound(plan.tree, values)
+    return Prepared(plan, physical, final, final_params, at, notes)
+
+
+def _note_final(prepared: Prepared) -> None:
+    """A UDF statement that writes (CREATE TABLE ... AS, INSERT ... SELECT) counts as one."""
+    if not isinstance(prepared.plan.tree, exp.Query):
+        changes.bump()
 
 
 def physical_plan(con, settings: Settings, plan: QueryPlan) -> dict[int, StagePlan]:
@@ -249,17 +328,46 @@ def physical_plan(con, settings: Settings, plan: QueryPlan) -> dict[int, StagePl
             headers = [Header(*r) for r in rows]
             stored = profile_cost_model(con, catalog, machine_id())
             profiled = CostModel.from_json(stored) if stored else None
-        out[s.index] = plan_stage(settings, s.call.model, choice, headers, profiled)
+        planned = plan_stage(settings, s.call.model, choice, headers, profiled)
+        out[s.index] = dataclasses.replace(
+            planned, path=_path(s), pending=_pending(planned.plan, catalog)
+        )
     return out
 
 
-def run_query(con, settings: Settings, text: str, values: dict):
-    plan, stats = evaluate_stages(con, settings, text, values)
+FALLBACK = "general (the image argument is no catalog image value: resolved in Python)"
+
+
+def _path(stage: Stage) -> str:
+    if in_duckdb.applies(stage):
+        return (
+            "in DuckDB (catalog image values joined to the files vouched for and to the cache; only"
+            " changed, unwatchable or uncached ones come to Python)"
+        )
+    why = "a crop region" if stage.call.roi is not None else "a function with no SQL value"
+    return f"general ({why}: every image value is resolved in Python)"
+
+
+def _pending(plan, catalog: str | None) -> str:
+    if get_backend(plan.backend).is_calibrated(plan.spec, plan.precision):
+        return ""
+    where = f"of catalog {catalog!r}" if catalog else "(none: a catalog is needed)"
+    return (
+        f"the first run calibrates {plan.backend}/{plan.precision} on at most"
+        f" {CALIBRATION_IMAGES} images {where}, once"
+    )
+
+
+def run_query(con, settings: Settings, text: str, values: dict, plans: Plans | None = None):
+    prepared, stats = evaluate_stages(con, settings, text, values, plans)
     start = time.perf_counter()
-    table = query_arrow(con, plan.final_sql(), bound(plan.tree, plan.params))
+    try:
+        table = query_arrow(con, prepared.final, prepared.final_params)
+    finally:
+        _note_final(prepared)
     stats.final_seconds = time.perf_counter() - start
     stats.final_rows = table.num_rows
-    return table, stats, plan
+    return table, stats, prepared.plan
 
 
 def _run_early(con, settings: Settings, plan: QueryPlan, stats: QueryStats, physical: dict) -> None:
@@ -389,6 +497,11 @@ def explain_analyze(plan: QueryPlan, stats: QueryStats) -> list[str]:
         s = stats.stages.get(stage.index, StageStats())
         lines.append(f"Stage {stage.index}: {_describe(stage, s.model)}")
         lines += s.ran
+        if s.reused:
+            lines.append(
+                "  reused: the results this statement's last run looked up (no write and no"
+                " change to any of its files since)"
+            )
         lines.append(
             f"  rows from pre-filter {s.driver_rows}, cached {s.cached}, inferred {s.inferred},"
             f" errors {s.errors}, files checked {s.checked}, {s.seconds:.3f} s"

@@ -19,6 +19,7 @@ from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
+from smolql import changes
 from smolql.errors import SmolQLError
 from smolql.suggest import did_you_mean
 
@@ -50,11 +51,13 @@ class Registry(Generic[T]):
         if name in self._items and not replace:
             raise self.error(f"a {self.kind} named {name!r} is already registered")
         self._items[name] = self.prepare(item) if self.prepare else item
+        changes.bump()  # a statement planned before may now mean another function or model
         return item
 
     def put(self, item: T) -> T:
         """Replace an item as given (no ``prepare``): an explicit change by the user."""
         self._items[item.name] = item  # type: ignore[attr-defined]
+        changes.bump()
         return item
 
     def all(self) -> Mapping[str, T]:

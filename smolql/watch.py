@@ -109,7 +109,16 @@ class Watcher:
         self._local: dict[str, bool] = {}  # folder -> on a local file system
         self._table = SCHEMA.empty_table()  # the files verified, one row per path
         self._keyed: tuple[pa.Table, pa.Table] | None = None  # (table, it with keys)
+        self._generation = 0  # grows whenever a vouched-for file stops being vouched for
         self.broken = self._libc is None
+
+    def generation(self) -> int:
+        """A number that grows whenever a file vouched for before stops being vouched for
+        (read after pending events): equal numbers mean every file vouched for at the first
+        reading still is."""
+        with self._lock:
+            self._drain()
+            return self._generation
 
     def verified(self) -> pa.Table:
         """The files unchanged since verified (``SCHEMA``), after reading pending events, with
@@ -136,6 +145,7 @@ class Watcher:
         under the lock that reading events takes, so that no change between that check and
         this one can have been read (and lost) by another thread meanwhile."""
         with self._lock:
+            self._drain()  # a file vouched for already stays so only while no event says
             rows = {}
             for path, verified in files:
                 if self._watched.get(os.path.dirname(path), 0) & FOLDER != FOLDER:
@@ -154,6 +164,7 @@ class Watcher:
         """Drop every verified file (tests; a caller that cannot trust the events)."""
         with self._lock:
             self._table = SCHEMA.empty_table()
+            self._generation += 1
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -221,7 +232,10 @@ class Watcher:
         """Forget the files at ``paths`` and, for a watched folder's path, under it (the
         folder and its descendants are watched afresh, and their files verified again)."""
         folders = tuple(p + "/" for p in paths if p in self._watched)
+        before = self._table.num_rows
         self._table = _without(self._table, paths, folders)
+        if self._table.num_rows != before:
+            self._generation += 1
         for folder in [d for d in self._watched if d + "/" in folders or d.startswith(folders)]:
             del self._watched[folder]
 
@@ -232,6 +246,7 @@ class Watcher:
         self._dirs.clear()
         self._watched.clear()
         self._table = SCHEMA.empty_table()
+        self._generation += 1
 
 
 class _Lost(Exception):

@@ -43,7 +43,7 @@ def stage_plans(lines: list[str]) -> dict[str, list[str]]:
         if line.startswith("Stage "):
             current = line.split(":")[0]
             out[current] = []
-        elif current and line.strip().startswith(("plan:", "engine:")):
+        elif current and line.strip().startswith(("plan:", "engine:", "stage path:")):
             out[current].append(line.strip())
     return out
 
@@ -70,7 +70,7 @@ def test_explain_equals_the_executed_plan(photos, monkeypatch, settings, sql):
     explained = stage_plans(photos.sql("EXPLAIN " + sql)["plan"].to_pylist())
     executed = stage_plans(photos.sql("EXPLAIN ANALYZE " + sql)["plan"].to_pylist())
     assert explained and explained == executed
-    assert all(len(lines) == 2 for lines in explained.values())
+    assert all(len(lines) == 3 for lines in explained.values())
     # What inference was actually given, stage by stage, in run order.
     expected = [lines[0].split(" (")[0] for lines in explained.values()]
     assert sorted(set(handed)) == sorted(set(expected))

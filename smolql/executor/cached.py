@@ -5,8 +5,10 @@ DuckDB decides which values it can answer: a value whose path and hash are a cat
 file that :data:`~smolql.watch.WATCHER` vouches for (signature verified, no change reported
 since) is keyed by that hash. Only the rest come to Python: values not vouched for (resolved
 by :func:`~smolql.freshness.resolve`, which stats or reads them, then vouches for them) and
-keys the cache lacks (inferred). The stage's lookup table is a temporary view that joins
-those keys to the cache, so the final query reads cached results where they lie.
+keys the cache lacks (inferred). The stage's lookup table is a temporary table of the
+driver's distinct (path, hash) keys and their values, read from the cache where they lie: a
+later run of the same statement may reuse it while nothing it relies on changed
+(:mod:`smolql.prepared`).
 
 It serves model functions with a SQL form of their value (``SqlFunction.sql_value``) called
 on whole images; crops and LIMIT rounds take the general path.
@@ -26,7 +28,7 @@ from smolql.ops.pipeline import ImageRef
 from smolql.planner.physical import StagePlan
 from smolql.planner.space import ORIGINAL
 from smolql.sql.logical import IMAGE, Stage
-from smolql.sql.run import bound, sql_error
+from smolql.sql.run import bound, clear_name, sql_error
 from smolql.storage.cache import literal, rows_sql
 from smolql.storage.schema import TOPK_SQL, renditions_by_hash
 from smolql.watch import WATCHER
@@ -59,7 +61,7 @@ def run_stage(
     planned: StagePlan,
     values: dict | None = None,
 ) -> StageStats | None:
-    """Evaluate ``stage`` and create its lookup view (``stage.table``); None when its image
+    """Evaluate ``stage`` and create its lookup table (``stage.table``); None when its image
     argument is not an image value with text path and hash (the general path says why)."""
     start = time.perf_counter()
     driver = stage.driver.sql("duckdb")
@@ -68,19 +70,39 @@ def run_stage(
         return None
     plan = planned.plan
     stats = StageStats(ran=tuple(planned.lines()), model=plan.spec.name)
-    names = _Names(stage.index)
+    names = _Names(stage.table)
     con.register(names.verified, WATCHER.verified())  # one snapshot for the whole stage
+    try:
+        _evaluate(con, settings, stage, planned, driver, params, names, stats)
+    finally:
+        for name in (names.verified, names.overrides, names.fresh, names.joined):
+            clear_name(con, name)
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _evaluate(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    stage: Stage,
+    planned: StagePlan,
+    driver: str,
+    params: dict | None,
+    names: _Names,
+    stats: StageStats,
+) -> None:
+    plan = planned.plan
     cached = _cached_sql(stage, planned, settings)
-    joined = _joined_sql(driver, names, cached)
-    n, keys, untrusted, missing = _one_row(con, _counts_sql(joined), params)
+    _create(con, names.joined, _joined_sql(driver, names, cached), params)
+    n, keys, untrusted, missing = _one_row(con, _counts_sql(names.joined), None)
     stats.driver_rows = n
     refs: dict[Key, ImageRef] = {}
     if missing:  # vouched for but not cached
-        _add_refs(refs, _rows(con, _missing_sql(joined), params))
+        _add_refs(refs, _rows(con, _missing_sql(names.joined)))
     stats.cached = keys - missing
     overrides = None
     if untrusted:  # brought here in chunks: stat'ed, read where changed, then vouched for
-        overrides = _resolve(con, settings, _untrusted_sql(joined), params, stats)
+        overrides = _resolve(con, settings, _untrusted_sql(names.joined), stats)
         con.register(names.overrides, overrides)
         resolved, lacking = _overrides_lacking(con, names, cached)
         stats.cached += resolved - lacking.num_rows
@@ -90,20 +112,27 @@ def run_stage(
     if found:
         con.register(names.fresh, _fresh(found))
     view = _view_sql(stage, plan.spec.name, cached, names, overrides is not None, bool(found))
-    try:
-        con.unregister(stage.table)  # a registered table of the name blocks the view
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {stage.table} AS {view}")
-    except duckdb.Error as e:
-        raise sql_error(e) from e
-    stats.seconds = time.perf_counter() - start
-    return stats
+    clear_name(con, stage.table)
+    _create(con, stage.table, view, None)
+    stats.reusable = not untrusted and not stats.errors
 
 
 class _Names:
-    def __init__(self, index: int) -> None:
-        self.verified = f"__smolql_v{index}"
-        self.overrides = f"__smolql_o{index}"
-        self.fresh = f"__smolql_f{index}"
+    """Names of the stage's working tables, beside its lookup table's (``__smolql_r...``)."""
+
+    def __init__(self, table: str) -> None:
+        tail = table.removeprefix("__smolql_r")
+        self.verified = f"__smolql_v{tail}"
+        self.overrides = f"__smolql_o{tail}"
+        self.fresh = f"__smolql_f{tail}"
+        self.joined = f"__smolql_j{tail}"
+
+
+def _create(con: duckdb.DuckDBPyConnection, name: str, sql: str, params: dict | None) -> None:
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}", params)
+    except duckdb.Error as e:
+        raise sql_error(e) from e
 
 
 def _image_typed(con: duckdb.DuckDBPyConnection, driver: str, params: dict | None) -> bool:
@@ -137,31 +166,31 @@ def _joined_sql(driver: str, names: _Names, cached: str | None) -> str:
     return (
         f"WITH m AS (SELECT d.{IMAGE} AS img, CASE WHEN {same} THEN w.hash END AS trusted,"
         f" {fields} FROM ({driver}) d LEFT JOIN {names.verified} w"
-        f" ON w.key = hash(d.{IMAGE}.path, d.{IMAGE}.hash)),"
-        f" j AS (SELECT m.*, c.hash IS NOT NULL AS hit FROM m LEFT JOIN {hits} c"
-        " ON c.hash = m.trusted) "
+        f" ON w.key = hash(d.{IMAGE}.path, d.{IMAGE}.hash))"
+        f" SELECT m.*, c.hash IS NOT NULL AS hit FROM m LEFT JOIN {hits} c"
+        " ON c.hash = m.trusted"
     )
 
 
 def _counts_sql(joined: str) -> str:
     """Rows; vouched-for keys; values not vouched for; vouched-for keys not cached."""
     return (
-        f"{joined} SELECT count(*), count(DISTINCT trusted),"
+        "SELECT count(*), count(DISTINCT trusted),"
         " count(*) FILTER (WHERE trusted IS NULL AND img IS NOT NULL),"
-        " count(DISTINCT trusted) FILTER (WHERE trusted IS NOT NULL AND NOT hit) FROM j"
+        f" count(DISTINCT trusted) FILTER (WHERE trusted IS NOT NULL AND NOT hit) FROM {joined}"
     )
 
 
 def _missing_sql(joined: str) -> str:
     columns = ", ".join(f"any_value({c}) AS {c}" for c in ("orientation", *SIGNATURE))
     return (
-        f"{joined} SELECT trusted AS hash, any_value(img.path) AS path, {columns} FROM j"
+        f"SELECT trusted AS hash, any_value(img.path) AS path, {columns} FROM {joined}"
         " WHERE trusted IS NOT NULL AND NOT hit GROUP BY trusted"
     )
 
 
 def _untrusted_sql(joined: str) -> str:
-    return f"{joined} SELECT img FROM j WHERE trusted IS NULL AND img IS NOT NULL"
+    return f"SELECT img FROM {joined} WHERE trusted IS NULL AND img IS NOT NULL"
 
 
 def _one_row(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None) -> tuple:
@@ -179,16 +208,12 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) 
 
 
 def _resolve(
-    con: duckdb.DuckDBPyConnection,
-    settings: Settings,
-    sql: str,
-    params: dict | None,
-    stats: StageStats,
+    con: duckdb.DuckDBPyConnection, settings: Settings, sql: str, stats: StageStats
 ) -> pa.Table:
     """The values not vouched for, resolved :data:`CHUNK` at a time against the files (which
     :func:`resolve` then vouches for): per (path, claimed hash), the current hash (NULL:
     unreadable, reported) and what reading that content needs."""
-    values = _rows(con, sql, params).column(0)  # Arrow: compact; Python objects per chunk only
+    values = _rows(con, sql).column(0)  # Arrow: compact; Python objects per chunk only
     parts = []
     for batch in (values.slice(i, CHUNK) for i in range(0, len(values), CHUNK)):
         current = resolve(con, (img for img in batch.to_pylist()))
@@ -268,8 +293,9 @@ def _view_sql(
     none = f"SELECT NULL::VARCHAR AS hash, 0 AS k, NULL::{TOPK_SQL} AS topk WHERE false"
     r = " UNION ALL ".join(rows) or none
     parts = [
-        f"SELECT w.path AS __path, w.hash AS __hash, {value} AS __v"
-        f" FROM {names.verified} w LEFT JOIN r ON r.hash = w.hash"
+        f"SELECT w.path AS __path, w.hash AS __hash, {value} AS __v FROM (SELECT DISTINCT"
+        f" img.path AS path, trusted AS hash FROM {names.joined} WHERE trusted IS NOT NULL) w"
+        " LEFT JOIN r ON r.hash = w.hash"
     ]
     if overrides:
         parts.append(  # values of several catalogs may share a (path, hash): one row each

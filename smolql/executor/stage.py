@@ -53,6 +53,8 @@ class StageStats:
     model: str | None = None  # the model it ran
     nodes: dict[str, tuple[int, float]] = field(default_factory=dict)  # images, busy seconds
     checked: int = 0  # image values whose file was stat'ed (or read) to know its content
+    reusable: bool = False  # its lookup table stays right while no file it read changes
+    reused: bool = False  # the lookup table of an earlier run, nothing having changed since
 
     def on_node(self, batch: pa.RecordBatch) -> None:
         """Count a result batch for the node its metadata names."""

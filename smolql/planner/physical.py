@@ -150,15 +150,22 @@ class StagePlan:
     choice: targets.Choice
     plan: Plan
     executor: str = "local"
+    path: str = ""  # how the stage meets its image values (the executor's choice)
+    pending: str = ""  # what the first run must make before inference (an int8 engine)
 
     def lines(self) -> list[str]:
         p = self.plan
-        return [
+        lines = [
             f"  plan: {p.physical.describe()}, batch={p.batch_size}"
             f" ({p.decode_workers} decode + {p.infer_threads} inference threads)",
             f"  engine: {p.engine_source}",
-            f"  executor: {self.executor}",
         ]
+        if self.pending:
+            lines.append(f"  engine not made yet: {self.pending}")
+        lines.append(f"  executor: {self.executor}")
+        if self.path:
+            lines.append(f"  stage path: {self.path}")
+        return lines
 
     def cost_lines(self, todo: int) -> list[str]:
         """The cost model's prediction for ``todo`` images to infer."""

@@ -36,10 +36,11 @@ class Stage:
     call: UdfCall
     nodes: list[exp.Anonymous]
     driver: exp.Select | None = None
+    tag: str = ""  # sets apart the tables of statements kept planned side by side
 
     @property
     def table(self) -> str:
-        return f"__smolql_r{self.index}"
+        return f"__smolql_r{self.tag}{self.index}"
 
 
 @dataclass
@@ -59,15 +60,17 @@ def plan_query(
     default_model: str,
     cost: Callable[[str], float],
     values: dict | None = None,
+    tag: str = "",
 ) -> QueryPlan:
     """Build stages (cheapest computable first, numbered in that order) and rewrite ``tree``
-    in place; ``values`` are the bound parameters."""
+    in place; ``values`` are the bound parameters; ``tag`` goes into the stage tables'
+    names."""
     _name_projections(tree)
     calls = find_calls(tree, default_model, values)
     early_limit, root_image = _early_limit(tree, calls)
     groups: dict[tuple, Stage] = {}
     for call in calls:
-        stage = groups.setdefault(call.key, Stage(len(groups) + 1, call, []))
+        stage = groups.setdefault(call.key, Stage(len(groups) + 1, call, [], tag=tag))
         stage.nodes.append(call.node)
     pending = list(groups.values())
     ordered: list[Stage] = []

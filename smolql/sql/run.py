@@ -27,10 +27,13 @@ def query_arrow(
 
 
 def clear_name(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Free ``name`` of this connection's registered table or temporary view (each blocks
-    the other)."""
+    """Free ``name`` of this connection's registered table, temporary view or temporary
+    table (each blocks the others)."""
     con.unregister(name)
-    con.execute(f"DROP VIEW IF EXISTS temp.{name}")
+    try:
+        con.execute(f"DROP VIEW IF EXISTS temp.{name}")
+    except duckdb.CatalogException:  # a table of that name
+        con.execute(f"DROP TABLE IF EXISTS temp.{name}")
 
 
 def bound(tree: exp.Expression, values: dict) -> dict | None:
