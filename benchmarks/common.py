@@ -56,9 +56,10 @@ def report(rows: list[tuple[str, float, list[float]]], baseline: str) -> None:
 def host_line() -> str:
     """The host's cores and the CPU flags that change the answer (AVX-512, VNNI, bf16)."""
     from smolql.backends.cpu import cpu_flags
+    from smolql.config import cores
 
     flags = cpu_flags()
     return (
-        f"host: {os.cpu_count()} cores; avx512f {'avx512f' in flags}, VNNI"
+        f"host: {cores()} cores; avx512f {'avx512f' in flags}, VNNI"
         f" {bool(flags & {'avx512_vnni', 'avx_vnni'})}, bf16 {'avx512_bf16' in flags}"
     )

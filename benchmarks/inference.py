@@ -1,15 +1,24 @@
-"""Inference throughput and accuracy over the 500 sample images, 2 cores.
+"""Inference throughput and accuracy over the 500 sample images, on the cores this process
+may use (`taskset -c 0 python benchmarks/inference.py` for one).
 
     python benchmarks/inference.py [--models efficientnet_lite0 ...] [--repeats 3]
 
-Per model x backend x batch size: inference-only images/s on all cores (I: preprocessed
-tensors already in memory), preprocessing-only images/s on all cores (P, per input: the
-original JPEGs and the 161 px q75 renditions), the shared-core bound 1 / (1/P + 1/I) (decoding
-and inference share the cores, so end to end can be no faster), end-to-end files-to-labels
-images/s, and its fraction of the bound and of I. Per model x backend: top-1/top-5 on
-the 500 images and top-1 agreement with ONNX Runtime fp32. The naive peer pipeline (PIL +
-torchvision transforms + torch eager fp32, batch 32, DataLoader with 2 workers) is measured
-end to end in the same run.
+Per model x engine x batch size, in rounds (each round measures everything once, so that a
+slow spell of the machine shows in all of a round's figures; medians over rounds):
+inference-only images/s on all cores (I: preprocessed tensors already in memory; OpenVINO also
+with one stream on all threads, "I 1st"), preprocessing-only images/s on all cores (P, per
+input: the original JPEGs and the 161 px q75 renditions), the shared-core bound
+1 / (1/P + 1/I) (decoding and inference share the cores, so end to end can be no faster),
+end-to-end files-to-labels images/s with the executor's schedule (decode workers and
+inference threads from the measured P and I: `split_threads`; on few cores the two stages
+take turns on all of them), and the median over rounds of its fraction of the bound and of I.
+Per model x engine: top-1/top-5 on the 500 images and top-1 agreement with ONNX Runtime fp32;
+int8 engines are calibrated on the first 300 images (as a query would: at most 300 of the
+catalog). The naive peer pipeline (PIL + torchvision transforms + torch eager fp32, batch 32,
+DataLoader with a worker per core) is measured end to end in the same run, and each engine's
+end-to-end rate is printed as a multiple of it. Last, the thread split and predicted rate
+for 1, 2, 8, 16 and 64 cores from the measured per-image costs (inference assumed to scale
+linearly in streams).
 """
 
 from __future__ import annotations
@@ -18,22 +27,29 @@ import argparse
 import csv
 import os
 import shutil
+import statistics
 import tempfile
+import time
 
 import numpy as np
 import torch
-from common import SAMPLE, host_line, median_seconds, sample_files
+from common import SAMPLE, host_line, sample_files
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 import smolql
+from smolql.backends.openvino_cpu import OpenVinoSession
 from smolql.backends.registry import available, backends
+from smolql.config import cores as available_cores
 from smolql.executor.local import classify_stream, softmax_topk
+from smolql.models.quantize import CALIBRATION_IMAGES
 from smolql.models.registry import get_model
 from smolql.ops.loader import stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
-from smolql.planner.cost import split_threads
+from smolql.planner.cost import split_threads, takes_turns
+
+PROJECTED = (1, 2, 8, 16, 64)
 
 
 def labels() -> dict[str, int]:
@@ -41,8 +57,10 @@ def labels() -> dict[str, int]:
         return {r["file"]: int(r["class_index"]) for r in csv.DictReader(f)}
 
 
-def median_time(fn, repeats: int) -> float:
-    return median_seconds(fn, repeats, warmup=1)
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 class Naive(Dataset):
@@ -60,10 +78,10 @@ class Naive(Dataset):
             return self.tf(im.convert("RGB"))
 
 
-def naive_peer(spec, files, repeats: int) -> tuple[float, np.ndarray]:
-    torch.set_num_threads(2)
+def naive_peer(spec, files, repeats: int, cores: int) -> tuple[float, np.ndarray]:
+    torch.set_num_threads(cores)
     module = spec.load()
-    loader = DataLoader(Naive(files, spec.transform), batch_size=32, num_workers=2)
+    loader = DataLoader(Naive(files, spec.transform), batch_size=32, num_workers=cores)
     preds: list[np.ndarray] = []
 
     def run() -> None:
@@ -72,18 +90,9 @@ def naive_peer(spec, files, repeats: int) -> tuple[float, np.ndarray]:
             for batch in loader:
                 preds.append(module(batch).argmax(1).numpy())
 
-    seconds = median_time(run, repeats)
-    return len(files) / seconds, np.concatenate(preds)
-
-
-def preprocess_rate(refs, pre, cores: int, repeats: int) -> float:
-    """P: images/s of decoding, resizing and normalising alone, on all cores."""
-
-    def run() -> None:
-        for _ in stream_batches(refs, pre, workers=cores):
-            pass
-
-    return len(refs) / median_time(run, repeats)
+    run()  # warm-up
+    took = statistics.median(seconds(run) for _ in range(repeats))
+    return len(files) / took, np.concatenate(preds)
 
 
 def bound(p: float, i: float) -> float:
@@ -91,39 +100,87 @@ def bound(p: float, i: float) -> float:
     return 1.0 / (1.0 / p + 1.0 / i)
 
 
-def measure(spec, pre, sessions, tensor, refsets, bs: int, decode_workers: int, repeats: int):
-    """Inference-only rate on all cores (with its top-5 predictions) and end-to-end rates
-    (``sessions``: the end-to-end one, and one with a thread per core)."""
-    session, all_cores = sessions
+def measure(spec, pre, sessions, tensor, refsets, bs: int, cores: int, repeats: int):
+    """Rounds of: inference alone on all cores (and, for OpenVINO, with one stream),
+    preprocessing alone on all cores, and end to end with the split and schedule the executor
+    takes for the measured rates, for each input set. ``sessions``: (inference threads for
+    end to end, all cores, one stream or None)."""
+    session, all_cores, single = sessions
     logits: list[np.ndarray] = []
 
-    def infer_only() -> None:
+    def infer_only(s) -> None:
         logits.clear()
         for i in range(0, len(tensor), bs):
-            logits.append(all_cores.run(tensor[i : i + bs]))
+            logits.append(s.run(tensor[i : i + bs]))
 
-    def e2e(refs) -> None:
+    def preprocess(refs) -> None:
+        for _ in stream_batches(refs, pre, batch_size=bs, workers=cores):
+            pass
+
+    def e2e(refs, workers: int, turns: bool) -> None:
         for _ in classify_stream(
-            refs, spec, session, pre, batch_size=bs, decode_workers=decode_workers, progress=False
+            refs,
+            spec,
+            session,
+            pre,
+            batch_size=bs,
+            decode_workers=workers,
+            progress=False,
+            turns=turns,
         ):
             pass
 
-    ceiling = len(tensor) / median_time(infer_only, repeats)
+    rounds: list[dict] = []
+    infer_only(all_cores)  # warm-up
+    for refs in refsets:
+        preprocess(refs)
+    for _ in range(repeats):
+        r = {"I": len(tensor) / seconds(lambda: infer_only(all_cores))}
+        if single is not None:
+            r["I1"] = len(tensor) / seconds(lambda: infer_only(single))
+        for name, refs in zip(("jpeg", "q75"), refsets, strict=True):
+            p = len(refs) / seconds(lambda refs=refs: preprocess(refs))
+            workers, threads = split_threads(cores, cores / p, 1.0 / r["I"])
+            turns = takes_turns(workers, threads, cores)
+            e = len(refs) / seconds(lambda refs=refs, w=workers, t=turns: e2e(refs, w, t))
+            r[f"P {name}"], r[name] = p, e
+            r[f"of bound {name}"], r[f"of I {name}"] = e / bound(p, r["I"]), e / r["I"]
+            r[f"split {name}"] = (workers, threads, turns)
+        rounds.append(r)
+    infer_only(all_cores)
     idx, _ = softmax_topk(np.concatenate(logits), 5)
-    originals, q75 = refsets
-    return {
-        "ceiling": ceiling,
-        "top5": idx,
-        "top1_pred": idx[:, 0],
-        "jpeg": len(originals) / median_time(lambda: e2e(originals), repeats),
-        "q75": len(q75) / median_time(lambda: e2e(q75), repeats),
-    }
+    out = {k: statistics.median(r[k] for r in rounds) for k in rounds[0] if "split" not in k}
+    out["split"] = rounds[-1]["split jpeg"]
+    return out, idx
+
+
+def projection(p: float, i: float, cores: int) -> list[str]:
+    """Split and predicted images/s on other core counts, from this host's per-image costs
+    (core-seconds: ``cores / p`` to preprocess, ``cores / i`` to infer; inference assumed to
+    scale linearly, in streams), against the linear bound n / (c_d + c_i)."""
+    c_d, c_i = cores / p, cores / i
+    lines = []
+    for n in PROJECTED:
+        workers, threads = split_threads(n, c_d, c_i / n)
+        if takes_turns(workers, threads, n):
+            rate, how = n / (c_d + c_i), f"{n} + {n} taking turns"
+        else:
+            rate, how = min(workers / c_d, threads / c_i), f"{workers} decode + {threads} infer"
+        share = rate / (n / (c_d + c_i))
+        lines.append(f"    {n:>3} cores: {how:<26} {rate:>8.0f} img/s, {share:.2f} of bound")
+    return lines
+
+
+def calibrated(backend, spec, precision: str, tensor: np.ndarray) -> None:
+    """Make an int8 engine as a query would: on the first (at most) 300 images."""
+    if not backend.is_calibrated(spec, precision):
+        backend.calibrate(spec, precision, tensor[:CALIBRATION_IMAGES])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["efficientnet_lite0"])
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[16, 32])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[32])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--naive-repeats", type=int, default=1)
     parser.add_argument(
@@ -135,8 +192,7 @@ def main() -> None:
     args = parser.parse_args()
     files = sample_files()
     truth = np.array([labels()[f.name] for f in files])
-    cores = os.cpu_count() or 1
-    decode_workers, infer_threads = split_threads(cores, 1.5, 10.0)
+    cores = available_cores()
     folder = tempfile.mkdtemp(prefix="smolql-bench-")
     con = smolql.connect(os.path.join(folder, "b.duckdb"))
     con.create_catalog("bench", str(SAMPLE), progress=False)
@@ -148,70 +204,81 @@ def main() -> None:
         ).fetchall()
     ]
     originals = [ImageRef(i, str(f), 1) for i, f in enumerate(files, start=1)]
-    print(
-        f"{host_line()}; {len(files)} images: {decode_workers} decode + {infer_threads} "
-        f"inference threads; median of {args.repeats}"
-    )
+    print(f"{host_line()}; {len(files)} images; medians of {args.repeats} rounds")
     for name in (n for n in backends() if n not in available()):
         print(f"skipped backend {name}: {backends()[name].unavailable_reason()}")
     for model in args.models:
         spec = get_model(model)
         pre = Preprocessor(spec.transform)
         tensor = np.concatenate([b.tensor.copy() for b in stream_batches(originals, pre)])
-        p_jpeg = preprocess_rate(originals, pre, cores, args.repeats)
-        p_q75 = preprocess_rate(q75, pre, cores, args.repeats)
+        naive_rate, naive_pred = naive_peer(spec, files, args.naive_repeats, cores)
+        naive_top1 = (naive_pred == truth).mean()
+        print(f"\n== {model} ({spec.transform.crop} px)")
         print(
-            f"\n== {model} ({spec.transform.crop} px): P jpeg {p_jpeg:.0f}/s, P q75 {p_q75:.0f}/s"
+            f"naive peer (torch eager fp32, batch 32, {cores} loader workers): {naive_rate:.1f}"
+            f" img/s, top-1 {naive_top1:.3f}"
         )
         print(
-            f"{'backend':<18}{'batch':>6}{'I/s':>7}{'jpeg/s':>8}{'bound':>7}{'of bnd':>7}"
-            f"{'of I':>6}{'q75/s':>7}{'bound':>7}{'of bnd':>7}{'of I':>6}"
-            f"{'top-1':>7}{'top-5':>7}{'agree':>7}"
+            f"{'engine':<18}{'batch':>6}{'I/s':>6}{'I 1st':>6}{'split':>9}{'P jpeg':>7}"
+            f"{'jpeg/s':>7}{'bound':>6}{'of bnd':>7}{'of I':>5}{'P q75':>6}{'q75/s':>6}"
+            f"{'bound':>6}{'of bnd':>7}{'of I':>5}{'top-1':>6}{'vs peer':>8}{'x peer':>7}"
+            f"{'agree':>6}"
         )
-        reference = None
+        reference, projections = None, []
         for backend_name, backend in available().items():
+            if "cpu" not in backend.capabilities().devices:
+                continue
             for precision in backend.capabilities().precisions:
                 if args.backends and f"{backend_name}/{precision}" not in args.backends:
                     continue
+                if precision in backend.capabilities().calibrated:
+                    calibrated(backend, spec, precision, tensor)
                 for bs in args.batch_sizes:
-                    if precision in backend.capabilities().calibrated:
-                        continue  # int8 needs calibration images: benchmarks/int8.py
-                    session = backend.open(spec, precision, infer_threads, bs)
-                    all_cores = (
-                        session
-                        if infer_threads == cores
-                        else backend.open(spec, precision, cores, bs)
-                    )
-                    row = measure(
+                    all_cores = backend.open(spec, precision, cores, bs)
+                    single = None
+                    if backend_name == "openvino" and len(all_cores.requests) > 1:
+                        single = OpenVinoSession(spec, precision, cores, bs, streams=1)
+                    row, idx = measure(
                         spec,
                         pre,
-                        (session, all_cores),
+                        (all_cores, all_cores, single),
                         tensor,
                         (originals, q75),
                         bs,
-                        decode_workers,
+                        cores,
                         args.repeats,
                     )
-                    session.close()
+                    all_cores.close()
+                    if single is not None:
+                        single.close()
                     if reference is None:
-                        reference = row["top1_pred"]
-                    agree = (row["top1_pred"] == reference).mean()
-                    idx = row["top5"]
+                        reference = idx[:, 0]
+                    agree = (idx[:, 0] == reference).mean()
                     top1 = (idx[:, 0] == truth).mean()
-                    top5 = (idx == truth[:, None]).any(axis=1).mean()
-                    i, jpeg, small = row["ceiling"], row["jpeg"], row["q75"]
-                    b_jpeg, b_q75 = bound(p_jpeg, i), bound(p_q75, i)
+                    workers, threads, turns = row["split"]
+                    split = f"{workers}+{threads}{'t' if turns else ''}"
+                    i1 = f"{row['I1']:>6.0f}" if "I1" in row else f"{'-':>6}"
                     print(
-                        f"{backend_name + '/' + precision:<18}{bs:>6}{i:>7.0f}{jpeg:>8.1f}"
-                        f"{b_jpeg:>7.0f}{jpeg / b_jpeg:>7.2f}{jpeg / i:>6.2f}{small:>7.1f}"
-                        f"{b_q75:>7.0f}{small / b_q75:>7.2f}{small / i:>6.2f}"
-                        f"{top1:>7.3f}{top5:>7.3f}{agree:>7.3f}"
+                        f"{backend_name + '/' + precision:<18}{bs:>6}{row['I']:>6.0f}{i1}"
+                        f"{split:>9}{row['P jpeg']:>7.0f}{row['jpeg']:>7.1f}"
+                        f"{bound(row['P jpeg'], row['I']):>6.0f}{row['of bound jpeg']:>7.2f}"
+                        f"{row['of I jpeg']:>5.2f}{row['P q75']:>6.0f}{row['q75']:>6.1f}"
+                        f"{bound(row['P q75'], row['I']):>6.0f}{row['of bound q75']:>7.2f}"
+                        f"{row['of I q75']:>5.2f}{top1:>6.3f}{100 * (top1 - naive_top1):>+8.1f}"
+                        f"{row['jpeg'] / naive_rate:>7.1f}{agree:>6.3f}"
                     )
-        naive_rate, naive_pred = naive_peer(spec, files, args.naive_repeats)
+                    projections.append(
+                        (f"{backend_name}/{precision} batch {bs}", row["P jpeg"], row["I"])
+                    )
         print(
-            f"{'naive peer (torch eager fp32, batch 32, 2 loader workers)':<60}"
-            f"{naive_rate:>8.1f}/s  top-1 {(naive_pred == truth).mean():.3f}"
+            "split: decode workers + inference threads ('t': taking turns on all cores);"
+            " vs peer: top-1 points against the naive peer; x peer: end to end (jpeg) over the"
+            " naive peer's rate"
         )
+        print("projection from this host's per-image costs (originals):")
+        for name, p, i in projections:
+            print(f"  {name}:")
+            print("\n".join(projection(p, i, cores)))
     con.close()
     shutil.rmtree(folder, ignore_errors=True)
 

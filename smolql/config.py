@@ -242,8 +242,16 @@ def _lookup(name: str) -> Setting:
     return SETTINGS[name]
 
 
+def cores() -> int:
+    """The cores this process may run on (``taskset`` and cgroup affinity respected)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def worker_count(settings: Settings) -> int:
-    return settings.workers or os.cpu_count() or 1
+    return settings.workers or cores()
 
 
 def default_db_path() -> str:

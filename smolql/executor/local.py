@@ -1,5 +1,6 @@
 """The local executor: batched, pipelined classification on this machine's cores, where
-preprocessing of batch k+1 overlaps inference of batch k.
+preprocessing of batch k+1 overlaps inference of batch k, or, where both stages take all the
+cores (CPU inference on a few cores), alternates with it.
 
 The decode workers fill batch buffers in the background (:mod:`smolql.ops.loader`) while this
 thread runs the model; images that cannot be decoded come out as predictions with an error.
@@ -7,7 +8,6 @@ thread runs the model; images that cannot be decoded come out as predictions wit
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from smolql.backends.base import Session
 from smolql.backends.registry import get_backend
+from smolql.config import cores
 from smolql.executor.base import NODE, RESULTS, SECONDS
 from smolql.models.spec import ModelSpec
 from smolql.ops.loader import Batch, stream_batches
@@ -70,8 +71,11 @@ def classify_stream(
     k: int = 1,
     total: int | None = None,
     progress: bool | None = None,
+    turns: bool = False,
 ) -> Iterator[Prediction]:
-    """Yield one :class:`Prediction` per ref, in input order within each batch."""
+    """Yield one :class:`Prediction` per ref, in input order within each batch; ``turns``:
+    decode a batch only while the engine is idle (both on all cores, see
+    :func:`~smolql.planner.cost.takes_turns`), else while it runs the one before."""
     refs = iter(refs)
     first = next(refs, None)
     if first is None:
@@ -81,7 +85,11 @@ def classify_stream(
     workers = io_threads(first.path, decode_workers)  # remote images: overlap round trips
     with bar:
         for batch in stream_batches(
-            chain([first], refs), pre, batch_size=batch_size, workers=workers
+            chain([first], refs),
+            pre,
+            batch_size=batch_size,
+            workers=workers,
+            prefetch=0 if turns else 2,
         ):
             yield from batch_predictions(batch, spec, session, k)
             bar.update(len(batch.keys) + len(batch.errors))
@@ -121,6 +129,7 @@ def predictions(
             k=k,
             total=len(refs),
             progress=progress,
+            turns=plan.turns,
         )
     finally:
         session.close()
@@ -132,7 +141,7 @@ class LocalExecutor:
     name = "local"
 
     def describe(self, address: str | None = None) -> str:
-        return f"this machine's threads ({os.cpu_count() or 1} cores)"
+        return f"this machine's threads ({cores()} cores)"
 
     def run(
         self,

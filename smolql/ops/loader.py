@@ -7,7 +7,6 @@ input; batch k+1 is decoded while the caller works on batch k.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -17,6 +16,7 @@ from itertools import islice
 
 import numpy as np
 
+from smolql.config import cores
 from smolql.errors import DecodeError
 from smolql.ops.pipeline import ImageRef, Preprocessor
 
@@ -54,14 +54,16 @@ def stream_batches(
     workers: int | None = None,
     prefetch: int = 2,
 ) -> Iterator[Batch]:
-    """Yield :class:`Batch` es in input order; bad images never break a batch."""
+    """Yield :class:`Batch` es in input order; bad images never break a batch. ``prefetch``:
+    batches decoded ahead while the caller works; 0: none, decoding and the caller take turns
+    (one buffer: the next batch is decoded when the caller asks for it)."""
     shape = (batch_size, *pre.output.shape)
     free: queue.Queue[np.ndarray] = queue.Queue()
     for _ in range(prefetch + 1):
         free.put(np.empty(shape, np.float32))
-    pending: queue.Queue = queue.Queue(maxsize=prefetch)
+    pending: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
     stop = threading.Event()
-    pool = ThreadPoolExecutor(workers or os.cpu_count() or 1, thread_name_prefix="smolql-decode")
+    pool = ThreadPoolExecutor(workers or cores(), thread_name_prefix="smolql-decode")
     feeder = threading.Thread(
         target=_feed, args=(iter(refs), pre, batch_size, free, pending, pool, stop), daemon=True
     )

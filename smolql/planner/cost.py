@@ -201,17 +201,48 @@ def _predicted(model: CostModel, r: RunObservation) -> float:
     return model.run_seconds(r.images, r.pre_s, r.infer_s, r.workers, r.batch, fetch=r.fetch)
 
 
-def split_threads(cores: int, decode_cost: float, infer_cost: float) -> tuple[int, int]:
-    """Share ``cores`` between decoding and inference in proportion to their per-image costs,
-    at least one each, so that neither stage starves the other.
+TURNS_UP_TO = 4  # cores up to which decoding and CPU inference take turns on all of them
+SIDE_BY_SIDE = 0.95  # beyond: stages side by side if their best split reaches this of the bound
+
+
+def split_threads(
+    cores: int, decode_cost: float, infer_cost: float, *, gpu: bool = False
+) -> tuple[int, int]:
+    """Decode workers and inference threads for ``cores``, from the per-image costs
+    (``decode_cost`` on one core, ``infer_cost`` on all of them).
+
+    Inference on a GPU: every core decodes. On CPU, the shared-core bound 1 / (1/P + 1/I) is
+    reached when no core idles while either stage has work. On up to :data:`TURNS_UP_TO`
+    cores each stage gets all of them and the two take turns (:func:`takes_turns`): a split of
+    so few cores cannot follow the cost ratio (2 cores for a 1:6 ratio leave one idle half the
+    time). On more cores the stages run side by side on the split of cores that is fastest
+    for their per-image core-seconds, if it reaches :data:`SIDE_BY_SIDE` of the bound (the
+    loss is the split's rounding); else they take turns.
 
     >>> split_threads(2, decode_cost=1.5, infer_cost=10.0)
-    (1, 2)
-    >>> split_threads(8, decode_cost=1.0, infer_cost=1.0)
-    (4, 4)
+    (2, 2)
+    >>> split_threads(64, decode_cost=1.0, infer_cost=4.0 / 64)
+    (13, 51)
+    >>> split_threads(8, decode_cost=1.5, infer_cost=7.8 / 8)
+    (8, 8)
+    >>> split_threads(2, decode_cost=1.5, infer_cost=10.0, gpu=True)
+    (2, 1)
     """
-    if cores <= 2:
-        return 1, max(1, cores)  # one decoder keeps up with CPU inference; both cores infer
-    share = decode_cost / (decode_cost + infer_cost)
-    decode = min(cores - 1, max(1, round(cores * share)))
-    return decode, cores - decode
+    if gpu:
+        return cores, 1
+    if cores > TURNS_UP_TO:
+        c_d, c_i = decode_cost, infer_cost * cores  # core-seconds per image
+
+        def rate(d: int) -> float:
+            return min(d / c_d, (cores - d) / c_i)
+
+        best = max(range(1, cores), key=rate)
+        if rate(best) >= SIDE_BY_SIDE * cores / (c_d + c_i):
+            return best, cores - best
+    return cores, cores
+
+
+def takes_turns(workers: int, threads: int, cores: int) -> bool:
+    """Whether decoding and CPU inference take turns: together they ask for more threads than
+    there are cores, so running side by side would only make them preempt each other."""
+    return workers + threads > cores

@@ -8,7 +8,7 @@ import warnings
 from dataclasses import dataclass, replace
 
 from smolql.backends.registry import get_backend
-from smolql.config import Settings
+from smolql.config import Settings, cores
 from smolql.errors import InferenceError
 from smolql.models.registry import get_model
 from smolql.models.spec import ModelSpec
@@ -16,7 +16,7 @@ from smolql.ops.pipeline import Preprocessor
 from smolql.planner import engines as choose
 from smolql.planner import rates, targets
 from smolql.planner.calibration import load as load_calibration
-from smolql.planner.cost import CostModel
+from smolql.planner.cost import CostModel, takes_turns
 from smolql.planner.space import ORIGINAL, PhysicalPlan, sized
 
 UNCALIBRATED = "default: not calibrated (run `smolql calibrate`)"
@@ -34,6 +34,7 @@ class Plan:
     scale: int = 1
     engine_source: str = "set explicitly"  # how backend and precision were chosen
     estimate: rates.Estimate | None = None  # the cost model's prediction, per image
+    turns: bool = False  # decoding and inference take turns on all cores (cost.takes_turns)
 
     @property
     def physical(self) -> PhysicalPlan:
@@ -92,6 +93,7 @@ def make_plan(
     batch = batch_size or settings.batch_size or 32
     scale = physical.scale if physical is not None else 1
     infer_s = choose.infer_seconds(spec, get_model(spec.name), backend, precision, batch)
+    gpu = "cpu" not in get_backend(backend).capabilities().devices
     machine = rates.load()
     costs = profile_costs if profile_costs is not None and profile_costs.decode else machine
     estimate = rates.estimate(
@@ -99,6 +101,7 @@ def make_plan(
         infer_s,
         model=costs,
         engine=f"{backend}/{precision}",
+        gpu=gpu,
     )
     if profile_costs is not None and costs is profile_costs:
         estimate = replace(estimate, basis=estimate.basis + ", refined by the catalog's profile")
@@ -113,6 +116,7 @@ def make_plan(
         scale,
         engine,
         estimate,
+        not gpu and takes_turns(estimate.workers, estimate.threads, cores()),
     )
 
 
@@ -157,7 +161,8 @@ class StagePlan:
         p = self.plan
         lines = [
             f"  plan: {p.physical.describe()}, batch={p.batch_size}"
-            f" ({p.decode_workers} decode + {p.infer_threads} inference threads)",
+            f" ({p.decode_workers} decode + {p.infer_threads} inference threads"
+            f"{', taking turns' if p.turns else ''})",
             f"  engine: {p.engine_source}",
         ]
         if self.pending:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from smolql.backends.cpu import machine_id
+from smolql.config import cores as available_cores
 from smolql.ops.geometry import plan_image
 from smolql.ops.pipeline import ImageRef, Preprocessor
 from smolql.ops.steps import ImagePlan
@@ -176,9 +177,9 @@ def load() -> CostModel | None:
 
 def calibrate(paths: list[str], transform: Transform) -> CostModel:
     """Measure and store this machine's preprocessing rates on ``paths``."""
-    cores = os.cpu_count() or 1
-    model = fit_stage_costs(measure(paths, transform), cores)
-    model.contention, model.overhead_s = 1.0 / cores, DEFAULT_OVERHEAD_S
+    n = available_cores()
+    model = fit_stage_costs(measure(paths, transform), n)
+    model.contention, model.overhead_s = 1.0 / n, DEFAULT_OVERHEAD_S
     save(model)
     return model
 
@@ -190,10 +191,12 @@ def estimate(
     model: CostModel | None,
     engine: str,
     cores: int | None = None,
+    gpu: bool = False,
 ) -> Estimate:
     """Predict a plan: preprocessing from ``model``'s rates over the catalog's planned images,
-    inference ``infer_s`` per image (None: not calibrated), pipelined on ``cores``."""
-    cores = cores or os.cpu_count() or 1
+    inference ``infer_s`` per image (None: not calibrated; ``gpu``: on a GPU), pipelined on
+    ``cores`` (default: those this process may use)."""
+    cores = cores or available_cores()
     basis = []
     if model is not None and model.decode and images:
         decode_s = sum(model.decode_s(i.format, i.bytes, i.decoded_pixels) for i in images)
@@ -209,6 +212,6 @@ def estimate(
         basis.append("default inference rate")
     else:
         basis.append("calibrated inference rate")
-    workers, threads = split_threads(cores, decode_s + resize_s, infer_s)
+    workers, threads = split_threads(cores, decode_s + resize_s, infer_s, gpu=gpu)
     per_s = model.throughput(decode_s + resize_s, infer_s, workers, engine)
     return Estimate(decode_s, resize_s, infer_s, workers, threads, per_s, ", ".join(basis))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from smolql.backends.registry import get_backend
+from smolql.config import cores
 from smolql.errors import InferenceError
 from smolql.executor.local import classify_stream
 from smolql.models.quantize import CALIBRATION_IMAGES as INT8_IMAGES
@@ -18,7 +19,7 @@ from smolql.models.registry import get_model
 from smolql.models.spec import ModelSpec
 from smolql.ops.loader import stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
-from smolql.planner.cost import Fetch, ImageCost
+from smolql.planner.cost import Fetch, ImageCost, takes_turns
 from smolql.planner.rates import time_image
 from smolql.planner.space import ORIGINAL, PhysicalPlan, sized
 from smolql.sources import identify, io_threads, is_remote, read
@@ -159,7 +160,9 @@ def run_plan(
     is up to a third slower than its fourth)."""
     spec = sized(get_model(plan.model), plan.input_size)
     pre = preprocessor(plan, spec)
-    session = get_backend(plan.backend).open(spec, plan.precision, threads, batch_size)
+    backend = get_backend(plan.backend)
+    session = backend.open(spec, plan.precision, threads, batch_size)
+    turns = "cpu" in backend.capabilities().devices and takes_turns(workers, threads, cores())
     refs = refs_for(plan, images)
     try:
         if inputs is None:
@@ -184,6 +187,7 @@ def run_plan(
                 batch_size=batch_size,
                 decode_workers=workers,
                 progress=False,
+                turns=turns,
             )
             if p.error is None
         }

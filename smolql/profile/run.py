@@ -11,7 +11,6 @@ every round, and kept as the median of all those timings.
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ import duckdb
 from smolql.backends.cpu import machine_id
 from smolql.backends.registry import available
 from smolql.config import PROFILE_SAMPLE
+from smolql.config import cores as available_cores
 from smolql.errors import CatalogError
 from smolql.ingest.manage import get_definition, label_column
 from smolql.models.registry import get_model
@@ -132,7 +132,7 @@ def profile_catalog(
         raise CatalogError(f"catalog {catalog!r} has no images to profile")
     plans = _plan_space(con, catalog, options, defaults, trained_for, say)
     batch = {name: d[2] for name, d in defaults.items()}
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     workers, threads = split
     runs = len(plans) * len(images) * options.repeats
     say(
