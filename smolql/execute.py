@@ -453,19 +453,8 @@ def explain(con, settings: Settings, tree: exp.Expression, values: dict | None =
     physical = physical_plan(con, settings, plan)
     lines = []
     for stage in plan.stages:
-        rows = driver_rows(con, stage, False, values) if not _depends(stage, plan) else None
-        n = rows.num_rows if rows is not None else None
         choice, p = physical[stage.index].choice, physical[stage.index].plan
-        cached = 0
-        if rows is not None and settings.cache:
-            images = [r for r in rows.column(IMAGE).to_pylist() if r]
-            hashes = sorted({c.hash for c in resolve(con, images).values() if c.hash})
-            keys = pa.table({"hash": pa.array(hashes, pa.string()), "roi": [""] * len(hashes)})
-            cached = len(
-                cache.lookup(
-                    con, keys, p.spec.name, p.spec.weights_hash(), p.physical.key, stage.call.k
-                )
-            )
+        n, cached = _counts(con, settings, plan, stage, physical[stage.index], values)
         lines.append(f"Stage {stage.index}: {_describe(stage, p.spec.name)}")
         lines.append(f"  pre-filter (DuckDB): {stage.driver.sql('duckdb')}")
         lines.append(f"  rows: {n if n is not None else 'depends on an earlier stage'}")
@@ -484,6 +473,30 @@ def explain(con, settings: Settings, tree: exp.Expression, values: dict | None =
         lines.append(f"Executor {executor.name}: {executor.describe(**where_to)}")
     lines.append(f"Final query (DuckDB): {plan.final_sql()}")
     return lines
+
+
+def _counts(
+    con, settings: Settings, plan: QueryPlan, stage: Stage, planned: StagePlan, values
+) -> tuple[int | None, int]:
+    """EXPLAIN's rows of a stage's pre-filter (None: it reads an earlier stage's results) and
+    how many of their contents the cache answers."""
+    if _depends(stage, plan):
+        return None, 0
+    if in_duckdb.applies(stage):
+        counted = in_duckdb.count_cached(con, settings, stage, planned, values)
+        if counted is not None:
+            return counted
+    rows = driver_rows(con, stage, False, values)
+    if not settings.cache:
+        return rows.num_rows, 0
+    p = planned.plan
+    images = [r for r in rows.column(IMAGE).to_pylist() if r]
+    hashes = sorted({c.hash for c in resolve(con, images).values() if c.hash})
+    keys = pa.table({"hash": pa.array(hashes, pa.string()), "roi": [""] * len(hashes)})
+    found = cache.lookup(
+        con, keys, p.spec.name, p.spec.weights_hash(), p.physical.key, stage.call.k
+    )
+    return rows.num_rows, len(found)
 
 
 def _depends(stage: Stage, plan: QueryPlan) -> bool:

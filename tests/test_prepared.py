@@ -129,3 +129,17 @@ def test_old_statements_are_dropped_with_their_tables(pair):
         "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name LIKE '__smolql%'"
     ).fetchall()[0][0]
     assert 1 <= temp <= 16
+
+
+def test_explain_counts_cached_contents_as_a_run_would(pair):
+    con, _, files = pair
+
+    def cached() -> str:
+        lines = con.sql(f"EXPLAIN {SQL.format('photos')}")["plan"].to_pylist()
+        return next(x.strip() for x in lines if x.strip().startswith("cache:"))
+
+    assert cached() == "cache: 0 of 6 images cached"
+    answers(con)
+    assert cached() == "cache: 6 of 6 images cached"
+    files[0].write_bytes(real_jpegs(8)[7].read_bytes())  # a content never classified
+    assert cached() == "cache: 5 of 6 images cached"

@@ -3,6 +3,8 @@ streaming batches, every format and orientation, and bad input."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from classifier import LITE_MEAN, LITE_STD
@@ -191,6 +193,32 @@ def test_batches_stream_in_order_with_bounded_buffers():
         seen += batch.keys
     assert seen == [f.name for f in files]
     assert len(buffers) <= 3  # prefetch + 1 buffers, reused
+
+
+class Counting(Preprocessor):
+    """A preprocessor that counts the images it has decoded."""
+
+    def __init__(self, transform: Transform) -> None:
+        super().__init__(transform)
+        self.count = 0
+
+    def run(self, ref, out):
+        self.count += 1
+        return super().run(ref, out)
+
+
+def test_taking_turns_decodes_a_batch_only_when_asked_for():
+    files = real_jpegs()[:48]
+    refs = [ImageRef(f.name, str(f), 1) for f in files]
+    pre = Counting(LITE)
+    buffers, seen = set(), []
+    for n, batch in enumerate(stream_batches(refs, pre, batch_size=16, prefetch=0, workers=2)):
+        time.sleep(0.2)  # a decoder working ahead would have started the next batch by now
+        assert pre.count == 16 * (n + 1)  # this batch, and nothing of the next
+        buffers.add(batch.tensor.__array_interface__["data"][0])
+        seen += batch.keys
+    assert seen == [f.name for f in files]
+    assert len(buffers) == 1  # one buffer: decoding and the caller take turns on it
 
 
 def test_stopping_early_does_not_hang():

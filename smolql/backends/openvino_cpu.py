@@ -29,10 +29,10 @@ def _cpu_capabilities() -> tuple[str, ...]:
 
 
 def _streams(threads: int, batch_size: int) -> int:
-    """Parallel inference streams (OpenVINO's throughput mode): one per core up to 2 cores,
-    one per 2 cores beyond, each with at least 8 images (`benchmarks/inference.py` compares
-    them with one stream on all the threads)."""
-    streams = threads if threads <= 2 else threads // 2
+    """Parallel inference streams (OpenVINO's throughput mode): one per 2 threads beyond 2,
+    each with at least 8 images; on 2 threads one stream (`benchmarks/inference.py` compares
+    2 streams there: no faster, and slower for int8)."""
+    streams = 1 if threads <= 2 else threads // 2
     streams = max(1, min(streams, batch_size // 8))
     while batch_size % streams:
         streams -= 1

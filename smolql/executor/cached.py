@@ -117,6 +117,38 @@ def _evaluate(
     stats.reusable = not untrusted and not stats.errors
 
 
+def count_cached(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    stage: Stage,
+    planned: StagePlan,
+    values: dict | None = None,
+) -> tuple[int, int] | None:
+    """For EXPLAIN: the driver's rows and how many of its contents the cache answers, counted
+    as a run would (vouched-for files in DuckDB; only the others are stat'ed, without
+    warnings); None where this path does not apply."""
+    driver = stage.driver.sql("duckdb")
+    params = bound(stage.driver, values or {})
+    if not _image_typed(con, driver, params):
+        return None
+    names = _Names("__smolql_rexplain")
+    con.register(names.verified, WATCHER.verified())
+    try:
+        cached = _cached_sql(stage, planned, settings)
+        _create(con, names.joined, _joined_sql(driver, names, cached), params)
+        n, keys, untrusted, missing = _one_row(con, _counts_sql(names.joined), None)
+        count = keys - missing
+        if untrusted and cached:
+            overrides = _resolve(con, settings, _untrusted_sql(names.joined), StageStats(), False)
+            con.register(names.overrides, overrides)
+            resolved, lacking = _overrides_lacking(con, names, cached)
+            count += resolved - lacking.num_rows
+        return n, count
+    finally:
+        for name in (names.verified, names.overrides, names.joined):
+            clear_name(con, name)
+
+
 class _Names:
     """Names of the stage's working tables, beside its lookup table's (``__smolql_r...``)."""
 
@@ -208,7 +240,11 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) 
 
 
 def _resolve(
-    con: duckdb.DuckDBPyConnection, settings: Settings, sql: str, stats: StageStats
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    sql: str,
+    stats: StageStats,
+    warn: bool = True,
 ) -> pa.Table:
     """The values not vouched for, resolved :data:`CHUNK` at a time against the files (which
     :func:`resolve` then vouches for): per (path, claimed hash), the current hash (NULL:
@@ -220,7 +256,7 @@ def _resolve(
         stats.checked += len(current)
         rows = []
         for (path, claimed), cur in current.items():
-            if cur.error:
+            if cur.error and warn:
                 report(settings, stats, cur.error, cur.path)
             signature = cur.expected.signature if cur.expected else (None,) * 4
             rows.append((path, claimed, cur.hash, cur.orientation, *signature))
@@ -309,4 +345,4 @@ def _view_sql(
     )
 
 
-__all__ = ["applies", "run_stage"]
+__all__ = ["applies", "count_cached", "run_stage"]
