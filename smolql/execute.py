@@ -280,6 +280,7 @@ def evaluate_stages(
         prepared.final, prepared.final_params = plan.final_sql(), bound(plan.tree, plan.params)
         return prepared, stats
     before, watched = changes.stamp(database), WATCHER.generation()
+    prepared.watched = -1  # until this run ends well, its tables are not to be reused
     for stage in plan.stages:
         s, planned = None, physical[stage.index]
         if in_duckdb.applies(stage):

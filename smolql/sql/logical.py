@@ -83,7 +83,13 @@ def plan_query(
         stage.driver = _driver(tree, stage)
         home = stage.nodes[0].find_ancestor(exp.Select)
         for node in stage.nodes:
-            joined = node.find_ancestor(exp.Select) is home and _joinable(node, home, stage)
+            # LIMIT rounds gather results round by round, where two image values of one file
+            # (two catalogs of a folder) may land in different rounds: a subquery then
+            joined = (
+                early_limit is None
+                and node.find_ancestor(exp.Select) is home
+                and _joinable(node, home, stage)
+            )
             node.replace(_joined(stage, home) if joined else _lookup(stage))
         pending.remove(stage)
         ordered.append(stage)
