@@ -205,6 +205,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--naive-repeats", type=int, default=1)
     parser.add_argument(
+        "--no-sql",
+        action="store_true",
+        help="skip the SQL row (it calibrates this machine's engines, kept per machine: not"
+        " under taskset, whose calibration would replace the whole machine's)",
+    )
+    parser.add_argument(
         "--backends",
         nargs="+",
         default=None,
@@ -293,12 +299,13 @@ def main() -> None:
                     projections.append(
                         (f"{backend_name}/{precision} batch {bs}", row["P jpeg"], row["I"])
                     )
-        by_sql, engine, sql_top1 = through_sql(con, model, files, truth, args.repeats)
-        print(
-            f"SELECT classify(image) through SmolQL (cache off, the planner's engine {engine}):"
-            f" {by_sql:.1f} img/s, {by_sql / naive_rate:.1f}x the naive peer, top-1"
-            f" {sql_top1:.3f} ({100 * (sql_top1 - naive_top1):+.1f} points)"
-        )
+        if not args.no_sql:
+            by_sql, engine, sql_top1 = through_sql(con, model, files, truth, args.repeats)
+            print(
+                f"SELECT classify(image) through SmolQL (cache off, the planner's engine"
+                f" {engine}): {by_sql:.1f} img/s, {by_sql / naive_rate:.1f}x the naive peer,"
+                f" top-1 {sql_top1:.3f} ({100 * (sql_top1 - naive_top1):+.1f} points)"
+            )
         print(
             "I oth: OpenVINO with the other number of streams (2 where the executor runs 1);"
             " split: decode workers + inference threads ('t': taking turns on all cores);"

@@ -19,9 +19,9 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from smolql.backends.base import Session
-from smolql.backends.registry import get_backend
 from smolql.config import cores
 from smolql.executor.base import NODE, RESULTS, SECONDS
+from smolql.executor.sessions import session_for
 from smolql.models.spec import ModelSpec
 from smolql.ops.loader import Batch, stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
@@ -114,11 +114,9 @@ def batch_predictions(batch: Batch, spec: ModelSpec, session: Session, k: int) -
 def predictions(
     plan: Plan, refs: Sequence[ImageRef], *, k: int = 1, progress: bool | None = None
 ) -> Iterator[Prediction]:
-    """Open the plan's backend session and stream one prediction per ref."""
-    session = get_backend(plan.backend).open(
-        plan.spec, plan.precision, plan.infer_threads, plan.batch_size
-    )
-    try:
+    """Stream one prediction per ref through a session of the plan's engine (kept open for
+    the next query: :mod:`smolql.executor.sessions`)."""
+    with session_for(plan) as session:
         yield from classify_stream(
             refs,
             plan.spec,
@@ -131,8 +129,6 @@ def predictions(
             progress=progress,
             turns=plan.turns,
         )
-    finally:
-        session.close()
 
 
 class LocalExecutor:
