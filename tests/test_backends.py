@@ -95,3 +95,22 @@ def test_int8_needs_calibration_then_stays_close_to_fp32(name, lite0_inputs, tmp
     # about 97% agreement and top-1 within 1 point; here 32 calibrate, 63 are compared.
     assert agreement >= 0.9, f"{name} int8 top-1 agreement {agreement:.3f}"
     assert not np.array_equal(logits, reference)  # it really is another model
+
+
+def test_openvino_streams_give_the_logits_of_one_stream():
+    from smolql.backends.openvino_cpu import OpenVinoBackend, OpenVinoSession
+
+    if OpenVinoBackend().unavailable_reason():
+        pytest.skip("openvino is not installed")
+    spec = get_model("efficientnet_lite0")
+    batch = np.random.default_rng(0).standard_normal((16, 3, 224, 224)).astype(np.float32)
+    one = OpenVinoSession(spec, "fp32", 2, 16, streams=1)
+    two = OpenVinoSession(spec, "fp32", 2, 16, streams=2)
+    try:
+        assert len(two.requests) == 2
+        np.testing.assert_array_equal(two.run(batch), one.run(batch))
+        np.testing.assert_array_equal(two.run(batch[:5]), one.run(batch[:5]))  # padded
+        np.testing.assert_array_equal(two.run(batch[::2]), one.run(batch[::2]))  # strided
+    finally:
+        one.close()
+        two.close()
