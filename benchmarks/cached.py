@@ -42,7 +42,7 @@ BASELINE = (
 def measure(con, catalog: str, repeats: int) -> dict[str, float]:
     from smolql import changes
     from smolql.execute import _statements
-    from smolql.prepared import Plans
+    from smolql.executor.prepared import Plans
     from smolql.sql.run import query_arrow
     from smolql.watch import WATCHER
 

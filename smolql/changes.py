@@ -14,8 +14,6 @@ import os
 import threading
 from dataclasses import dataclass
 
-MEMORY = ":memory:"
-
 _lock = threading.Lock()
 _writes = 0
 
@@ -38,10 +36,11 @@ class Stamp:
     files: tuple
 
 
-def stamp(database: str) -> Stamp:
-    """The witnesses now, for ``database`` (a path, or ``:memory:``: the count alone)."""
+def stamp(database: str | None) -> Stamp:
+    """The witnesses now, for the database file ``database`` (None: one in memory, the count
+    alone)."""
     files: tuple = ()
-    if database != MEMORY:
+    if database is not None:
         files = tuple(_signature(p) for p in (database, database + ".wal"))
     return Stamp(_writes, files)
 

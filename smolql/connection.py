@@ -19,7 +19,7 @@ from smolql.dbapi import Cursor
 from smolql.ingest import manage
 from smolql.ingest.definition import DEFAULT_RENDITIONS
 from smolql.ingest.ingest import IngestSummary
-from smolql.storage.schema import RenditionRoot, close_database, open_database, writable
+from smolql.storage.schema import MEMORY, RenditionRoot, close_database, open_database, writable
 from smolql.storage.user_models import user_models
 
 EXECUTOR_ENV = "SMOLQL_EXECUTOR"  # the default executor of new connections (e.g. "ray")
@@ -72,9 +72,10 @@ class Connection:
             read_only = self.database != ":memory:" and not writable(self.database)
         self.read_only = bool(read_only)
         self.duckdb = open_database(self.database, self.read_only)
-        from smolql.prepared import Plans
+        from smolql.executor.prepared import Plans
 
-        self._plans = Plans(self.database)  # statements planned, with their stage tables
+        # statements planned, with their stage tables
+        self._plans = Plans(None if self.database == MEMORY else self.database)
         self.renditions = RenditionRoot(self.database)
         self.closed = False
         # One statement at a time per connection: threads that share it take turns (PEP 249

@@ -20,25 +20,23 @@ from sqlglot.tokens import Tokenizer, TokenType
 
 from smolql import changes
 from smolql.backends.cpu import machine_id
-from smolql.backends.registry import get_backend
 from smolql.config import SETTINGS, Settings
 from smolql.errors import QueryError, SmolQLError
 from smolql.executor import cached as in_duckdb
 from smolql.executor.base import where
 from smolql.executor.calibrate import ensure_engine
+from smolql.executor.prepared import Plans, Prepared
 from smolql.executor.registry import get_executor
 from smolql.executor.stage import DONE_TABLE, ImageWarning, StageStats, driver_rows, run_stage
 from smolql.freshness import resolve
 from smolql.ingest.manage import names as catalog_names
-from smolql.models.quantize import CALIBRATION_IMAGES
 from smolql.models.registry import get_model
 from smolql.planner import targets as plan_choice
 from smolql.planner.cost import CostModel
 from smolql.planner.engines import stored_choice
-from smolql.planner.physical import StagePlan, plan_stage
+from smolql.planner.physical import IN_DUCKDB, StagePlan, plan_stage
 from smolql.planner.rates import Header
 from smolql.planner.space import ORIGINAL
-from smolql.prepared import Plans, Prepared
 from smolql.sql.logical import IMAGE, QueryPlan, Stage, plan_query
 from smolql.sql.parse import Statement, classify_statement, parse_one, split, uses_smolql
 from smolql.sql.run import bound, clear_name, query_arrow, sql_error
@@ -171,10 +169,8 @@ def _has_catalogs(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def run_statement(
-    con, settings: Settings, st: Statement | str, params=None, plans: Plans | None = None
+    con, settings: Settings, st: Statement, params=None, plans: Plans | None = None
 ) -> pa.Table:
-    if isinstance(st, str):
-        st = classify_statement(st)
     if st.kind == "duckdb":
         _note_write(st.text)
         return query_arrow(con, *_duckdb_params(st.text, params))
@@ -256,11 +252,11 @@ def evaluate_stages(
     con, settings: Settings, text: str, values: dict, plans: Plans | None = None
 ) -> tuple[Prepared, QueryStats]:
     """Plan a UDF statement (or take it from ``plans``) and run its stages (or reuse their
-    tables, when :class:`~smolql.prepared.Plans` says they are still right); the final
+    tables, when :class:`~smolql.executor.prepared.Plans` says they are still right); the final
     query is then ready to run."""
     key = Plans.key(text, values, settings) if plans is not None else None
     prepared = plans.get(con, key) if plans is not None else None
-    database = plans.database if plans is not None else changes.MEMORY
+    database = plans.database if plans is not None else None
     if prepared is None:
         at = changes.stamp(database)  # before planning: a change meanwhile plans it again
         prepared = _prepare(con, settings, text, values, plans.tag() if plans else "", at)
@@ -283,9 +279,9 @@ def evaluate_stages(
     prepared.watched = -1  # until this run ends well, its tables are not to be reused
     for stage in plan.stages:
         s, planned = None, physical[stage.index]
-        if in_duckdb.applies(stage):
+        if planned.path == IN_DUCKDB:
             s = in_duckdb.run_stage(con, settings, stage, planned, values)
-            planned = dataclasses.replace(planned, path=FALLBACK)  # where it cannot
+            planned = dataclasses.replace(planned, path="fallback")  # where it cannot
         if s is None:
             s, table = run_stage(con, settings, stage, planned, values=values)
             clear_name(con, stage.table)
@@ -320,8 +316,8 @@ def physical_plan(con, settings: Settings, plan: QueryPlan) -> dict[int, StagePl
     The cost model reads the catalog's header statistics and profile here, at planning."""
     out = {}
     for s in plan.stages:
-        choice = _choose(con, settings, s)
         catalog = _stage_catalog(con, s)
+        choice = _choose(con, settings, s, catalog)
         headers, profiled = [], None
         if catalog is not None:
             source = choice.plan.source if choice.plan is not None else ORIGINAL
@@ -329,34 +325,16 @@ def physical_plan(con, settings: Settings, plan: QueryPlan) -> dict[int, StagePl
             headers = [Header(*r) for r in rows]
             stored = profile_cost_model(con, catalog, machine_id())
             profiled = CostModel.from_json(stored) if stored else None
-        planned = plan_stage(settings, s.call.model, choice, headers, profiled)
-        out[s.index] = dataclasses.replace(
-            planned, path=_path(s), pending=_pending(planned.plan, catalog)
+        out[s.index] = plan_stage(
+            settings,
+            s.call.model,
+            choice,
+            headers,
+            profiled,
+            catalog=catalog,
+            path=in_duckdb.path(s),
         )
     return out
-
-
-FALLBACK = "general (the image argument is no catalog image value: resolved in Python)"
-
-
-def _path(stage: Stage) -> str:
-    if in_duckdb.applies(stage):
-        return (
-            "in DuckDB (catalog image values joined to the files vouched for and to the cache; only"
-            " changed, unwatchable or uncached ones come to Python)"
-        )
-    why = "a crop region" if stage.call.roi is not None else "a function with no SQL value"
-    return f"general ({why}: every image value is resolved in Python)"
-
-
-def _pending(plan, catalog: str | None) -> str:
-    if get_backend(plan.backend).is_calibrated(plan.spec, plan.precision):
-        return ""
-    where = f"of catalog {catalog!r}" if catalog else "(none: a catalog is needed)"
-    return (
-        f"the first run calibrates {plan.backend}/{plan.precision} on at most"
-        f" {CALIBRATION_IMAGES} images {where}, once"
-    )
 
 
 def run_query(con, settings: Settings, text: str, values: dict, plans: Plans | None = None):
@@ -420,13 +398,12 @@ def _stage_catalog(con, stage: Stage) -> str | None:
     return next((t.name for t in stage.driver.find_all(exp.Table) if t.name in known), None)
 
 
-def _choose(con, settings: Settings, stage: Stage) -> plan_choice.Choice:
+def _choose(con, settings: Settings, stage: Stage, catalog: str | None) -> plan_choice.Choice:
     targets = plan_choice.Targets(
         settings.min_accuracy, settings.max_accuracy_loss, settings.min_throughput
     )
     if not targets.any:
         return plan_choice.Choice(None)
-    catalog = _stage_catalog(con, stage)
     profiles = plan_choice.load(con, catalog) if catalog else plan_choice.Profiles()
     return plan_choice.choose(
         profiles,
@@ -483,7 +460,7 @@ def _counts(
     how many of their contents the cache answers."""
     if _depends(stage, plan):
         return None, 0
-    if in_duckdb.applies(stage):
+    if planned.path == IN_DUCKDB:
         counted = in_duckdb.count_cached(con, settings, stage, planned, values)
         if counted is not None:
             return counted

@@ -1,5 +1,5 @@
 """A repeated statement reuses its plan and its stage tables only while nothing they rely
-on changed (smolql.prepared): every test changes something a reuse could miss and compares
+on changed (smolql.executor.prepared): every test changes something a reuse could miss and compares
 the answer with a connection that caches nothing."""
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class OpenVinoSession(Session):
             },
         )
         self.requests = [self.compiled.create_infer_request() for _ in range(streams)]
-        self.padded = np.zeros((batch_size, 3, size, size), np.float32)  # for a short batch
+        self.padded: np.ndarray | None = None  # made for the first short or strided batch
         self.backend, self.precision = "openvino", precision
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -78,6 +78,8 @@ class OpenVinoSession(Session):
         caller's buffer (no copy unless the batch is short and must be padded)."""
         n = len(batch)
         if n != self.batch_size or not batch.flags.c_contiguous:
+            if self.padded is None:
+                self.padded = np.empty((self.batch_size, *batch.shape[1:]), np.float32)
             self.padded[:n] = batch
             self.padded[n:] = 0
             batch = self.padded

@@ -8,7 +8,7 @@ by :func:`~smolql.freshness.resolve`, which stats or reads them, then vouches fo
 keys the cache lacks (inferred). The stage's lookup table is a temporary table of the
 driver's distinct (path, hash) keys and their values, read from the cache where they lie: a
 later run of the same statement may reuse it while nothing it relies on changed
-(:mod:`smolql.prepared`).
+(:mod:`smolql.executor.prepared`).
 
 It serves model functions with a SQL form of their value (``SqlFunction.sql_value``) called
 on whole images; crops and LIMIT rounds take the general path.
@@ -16,7 +16,10 @@ on whole images; crops and LIMIT rounds take the general path.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
@@ -25,7 +28,7 @@ from smolql.config import Settings
 from smolql.freshness import Expected, resolve
 from smolql.models.spec import TOPK
 from smolql.ops.pipeline import ImageRef
-from smolql.planner.physical import StagePlan
+from smolql.planner.physical import IN_DUCKDB, StagePlan
 from smolql.planner.space import ORIGINAL
 from smolql.sql.logical import IMAGE, Stage
 from smolql.sql.run import bound, clear_name, sql_error
@@ -49,9 +52,12 @@ OVERRIDES = pa.schema(
 FRESH = pa.schema([("hash", pa.string()), ("topk", TOPK)])
 
 
-def applies(stage: Stage) -> bool:
-    """Whether this path can run ``stage``: a whole-image call of a function with a SQL value."""
-    return stage.call.roi is None and stage.call.function.sql_value is not None
+def path(stage: Stage) -> str:
+    """How ``stage`` meets its image values (a key of :data:`~smolql.planner.physical.PATHS`):
+    here for a whole-image call of a function with a SQL value, else the general path."""
+    if stage.call.roi is not None:
+        return "crop"
+    return IN_DUCKDB if stage.call.function.sql_value is not None else "function"
 
 
 def run_stage(
@@ -64,57 +70,30 @@ def run_stage(
     """Evaluate ``stage`` and create its lookup table (``stage.table``); None when its image
     argument is not an image value with text path and hash (the general path says why)."""
     start = time.perf_counter()
-    driver = stage.driver.sql("duckdb")
-    params = bound(stage.driver, values or {})
-    if not _image_typed(con, driver, params):
-        return None
     plan = planned.plan
-    stats = StageStats(ran=tuple(planned.lines()), model=plan.spec.name)
     names = _Names(stage.table)
-    con.register(names.verified, WATCHER.verified())  # one snapshot for the whole stage
-    try:
-        _evaluate(con, settings, stage, planned, driver, params, names, stats)
-    finally:
-        for name in (names.verified, names.overrides, names.fresh, names.joined):
-            clear_name(con, name)
+    with _matched(con, settings, stage, planned, values, names) as m:
+        if m is None:
+            return None
+        stats = StageStats(ran=tuple(planned.lines()), model=plan.spec.name)
+        stats.driver_rows, stats.cached = m.rows, m.keys - m.missing
+        refs: dict[Key, ImageRef] = {}
+        if m.missing:  # vouched for but not cached
+            _add_refs(refs, _rows(con, _missing_sql(names.joined)))
+        if m.untrusted:  # brought here in chunks: stat'ed, read where changed, then vouched for
+            cached, lacking = _resolve_untrusted(con, settings, names, m.cached, stats)
+            stats.cached += cached
+            _add_refs(refs, lacking)
+        todo, uncacheable = _renditions(con, plan.rendition or ORIGINAL, refs)
+        found = infer(con, settings, stage, plan, todo, uncacheable, stats)
+        if found:
+            con.register(names.fresh, _fresh(found))
+        view = _view_sql(stage, plan.spec.name, m.cached, names, bool(m.untrusted), bool(found))
+        clear_name(con, stage.table)
+        _create(con, stage.table, view, None)
+    stats.reusable = not m.untrusted and not stats.errors
     stats.seconds = time.perf_counter() - start
     return stats
-
-
-def _evaluate(
-    con: duckdb.DuckDBPyConnection,
-    settings: Settings,
-    stage: Stage,
-    planned: StagePlan,
-    driver: str,
-    params: dict | None,
-    names: _Names,
-    stats: StageStats,
-) -> None:
-    plan = planned.plan
-    cached = _cached_sql(stage, planned, settings)
-    _create(con, names.joined, _joined_sql(driver, names, cached), params)
-    n, keys, untrusted, missing = _one_row(con, _counts_sql(names.joined), None)
-    stats.driver_rows = n
-    refs: dict[Key, ImageRef] = {}
-    if missing:  # vouched for but not cached
-        _add_refs(refs, _rows(con, _missing_sql(names.joined)))
-    stats.cached = keys - missing
-    overrides = None
-    if untrusted:  # brought here in chunks: stat'ed, read where changed, then vouched for
-        overrides = _resolve(con, settings, _untrusted_sql(names.joined), stats)
-        con.register(names.overrides, overrides)
-        resolved, lacking = _overrides_lacking(con, names, cached)
-        stats.cached += resolved - lacking.num_rows
-        _add_refs(refs, lacking)
-    todo, uncacheable = _renditions(con, plan.rendition or ORIGINAL, refs)
-    found = infer(con, settings, stage, plan, todo, uncacheable, stats)
-    if found:
-        con.register(names.fresh, _fresh(found))
-    view = _view_sql(stage, plan.spec.name, cached, names, overrides is not None, bool(found))
-    clear_name(con, stage.table)
-    _create(con, stage.table, view, None)
-    stats.reusable = not untrusted and not stats.errors
 
 
 def count_cached(
@@ -127,26 +106,69 @@ def count_cached(
     """For EXPLAIN: the driver's rows and how many of its contents the cache answers, counted
     as a run would (vouched-for files in DuckDB; only the others are stat'ed, without
     warnings); None where this path does not apply."""
+    names = _Names("__smolql_rexplain")
+    with _matched(con, settings, stage, planned, values, names) as m:
+        if m is None:
+            return None
+        count = m.keys - m.missing
+        if m.untrusted and m.cached:
+            count += _resolve_untrusted(con, settings, names, m.cached, StageStats(), False)[0]
+        return m.rows, count
+
+
+@dataclass(frozen=True)
+class _Matched:
+    """The driver's image values matched to the files vouched for and to the cache."""
+
+    cached: str | None  # the SQL of the cache rows that serve the call (None: cache off)
+    rows: int  # the driver's rows
+    keys: int  # distinct contents of files vouched for
+    untrusted: int  # values not vouched for
+    missing: int  # contents vouched for that the cache lacks
+
+
+@contextlib.contextmanager
+def _matched(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    stage: Stage,
+    planned: StagePlan,
+    values: dict | None,
+    names: _Names,
+) -> Iterator[_Matched | None]:
+    """Match the driver's image values (working table ``names.joined``, against one snapshot
+    of the files vouched for) and count them; None when the image argument is not an image
+    value with text path and hash. The working tables are dropped afterwards."""
     driver = stage.driver.sql("duckdb")
     params = bound(stage.driver, values or {})
     if not _image_typed(con, driver, params):
-        return None
-    names = _Names("__smolql_rexplain")
+        yield None
+        return
     con.register(names.verified, WATCHER.verified())
     try:
         cached = _cached_sql(stage, planned, settings)
         _create(con, names.joined, _joined_sql(driver, names, cached), params)
-        n, keys, untrusted, missing = _one_row(con, _counts_sql(names.joined), None)
-        count = keys - missing
-        if untrusted and cached:
-            overrides = _resolve(con, settings, _untrusted_sql(names.joined), StageStats(), False)
-            con.register(names.overrides, overrides)
-            resolved, lacking = _overrides_lacking(con, names, cached)
-            count += resolved - lacking.num_rows
-        return n, count
+        yield _Matched(cached, *_one_row(con, _counts_sql(names.joined), None))
     finally:
-        for name in (names.verified, names.overrides, names.joined):
-            clear_name(con, name)
+        for name in (names.verified, names.overrides, names.fresh):  # registered, if at all
+            con.unregister(name)
+        con.execute(f"DROP TABLE IF EXISTS temp.{names.joined}")
+
+
+def _resolve_untrusted(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    names: _Names,
+    cached: str | None,
+    stats: StageStats,
+    warn: bool = True,
+) -> tuple[int, pa.Table]:
+    """Resolve the values not vouched for (table ``names.overrides``): how many of their
+    contents the cache holds, and those it lacks (with what reading needs)."""
+    overrides = _resolve(con, settings, _untrusted_sql(names.joined), stats, warn)
+    con.register(names.overrides, overrides)
+    resolved, lacking = _overrides_lacking(con, names, cached)
+    return resolved - lacking.num_rows, lacking
 
 
 class _Names:
@@ -345,4 +367,4 @@ def _view_sql(
     )
 
 
-__all__ = ["applies", "count_cached", "run_stage"]
+__all__ = ["count_cached", "path", "run_stage"]

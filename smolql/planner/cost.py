@@ -242,7 +242,8 @@ def split_threads(
     return cores, cores
 
 
-def takes_turns(workers: int, threads: int, cores: int) -> bool:
+def takes_turns(workers: int, threads: int, cores: int, *, gpu: bool = False) -> bool:
     """Whether decoding and CPU inference take turns: together they ask for more threads than
-    there are cores, so running side by side would only make them preempt each other."""
-    return workers + threads > cores
+    there are cores, so running side by side would only make them preempt each other
+    (inference on a GPU never takes turns: it leaves the cores to decoding)."""
+    return not gpu and workers + threads > cores

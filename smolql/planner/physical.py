@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from smolql.backends.registry import get_backend
 from smolql.config import Settings, cores
 from smolql.errors import InferenceError
+from smolql.models.quantize import CALIBRATION_IMAGES
 from smolql.models.registry import get_model
 from smolql.models.spec import ModelSpec
 from smolql.ops.pipeline import Preprocessor
@@ -116,7 +117,7 @@ def make_plan(
         scale,
         engine,
         estimate,
-        not gpu and takes_turns(estimate.workers, estimate.threads, cores()),
+        takes_turns(estimate.workers, estimate.threads, cores(), gpu=gpu),
     )
 
 
@@ -146,6 +147,16 @@ def warn_if_uncalibrated(plan: Plan) -> None:
         )
 
 
+IN_DUCKDB = "duckdb"
+PATHS = {  # how a stage meets its image values, as EXPLAIN says it
+    IN_DUCKDB: "in DuckDB (catalog image values joined to the files vouched for and to the"
+    " cache; only changed, unwatchable or uncached ones come to Python)",
+    "crop": "general (a crop region: every image value is resolved in Python)",
+    "function": "general (a function with no SQL value: every image value is resolved in Python)",
+    "fallback": "general (the image argument is no catalog image value: resolved in Python)",
+}
+
+
 @dataclass(frozen=True)
 class StagePlan:
     """Everything decided about a stage before it runs: the target-driven plan choice and the
@@ -154,7 +165,7 @@ class StagePlan:
     choice: targets.Choice
     plan: Plan
     executor: str = "local"
-    path: str = ""  # how the stage meets its image values (the executor's choice)
+    path: str = ""  # how the stage meets its image values: a key of PATHS (the executor's)
     pending: str = ""  # what the first run must make before inference (an int8 engine)
 
     def lines(self) -> list[str]:
@@ -169,7 +180,7 @@ class StagePlan:
             lines.append(f"  engine not made yet: {self.pending}")
         lines.append(f"  executor: {self.executor}")
         if self.path:
-            lines.append(f"  stage path: {self.path}")
+            lines.append(f"  stage path: {PATHS[self.path]}")
         return lines
 
     def cost_lines(self, todo: int) -> list[str]:
@@ -192,9 +203,13 @@ def plan_stage(
     choice: targets.Choice,
     headers: list[rates.Header] | None = None,
     profile_costs: CostModel | None = None,
+    *,
+    catalog: str | None = None,
+    path: str = "",
 ) -> StagePlan:
-    """The physical plan of one stage calling ``model`` (no image is read: it depends on
-    settings, targets, this machine's calibration and the catalog's header statistics)."""
+    """The physical plan of one stage calling ``model`` over ``catalog`` (no image is read:
+    it depends on settings, targets, this machine's calibration and the catalog's header
+    statistics); ``path``: how the executor will meet the stage's image values."""
     plan = make_plan(
         settings,
         model=model,
@@ -206,4 +221,15 @@ def plan_stage(
         headers=headers,
         profile_costs=profile_costs,
     )
-    return StagePlan(choice, plan, settings.executor)
+    return StagePlan(choice, plan, settings.executor, path, _pending(plan, catalog))
+
+
+def _pending(plan: Plan, catalog: str | None) -> str:
+    """What the first run makes before inference: an engine that needs calibrating."""
+    if get_backend(plan.backend).is_calibrated(plan.spec, plan.precision):
+        return ""
+    where = f"of catalog {catalog!r}" if catalog else "(none: a catalog is needed)"
+    return (
+        f"the first run calibrates {plan.backend}/{plan.precision} on at most"
+        f" {CALIBRATION_IMAGES} images {where}, once"
+    )

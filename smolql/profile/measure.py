@@ -162,7 +162,8 @@ def run_plan(
     pre = preprocessor(plan, spec)
     backend = get_backend(plan.backend)
     session = backend.open(spec, plan.precision, threads, batch_size)
-    turns = "cpu" in backend.capabilities().devices and takes_turns(workers, threads, cores())
+    gpu = "cpu" not in backend.capabilities().devices
+    turns = takes_turns(workers, threads, cores(), gpu=gpu)
     refs = refs_for(plan, images)
     try:
         if inputs is None:

@@ -52,8 +52,8 @@ class Plans:
     """The statements a connection ran lately (least recently used dropped beyond
     :data:`SIZE`, with their stage tables)."""
 
-    def __init__(self, database: str) -> None:
-        self.database = database
+    def __init__(self, database: str | None) -> None:
+        self.database = database  # its file (None: a database in memory)
         self._entries: OrderedDict[tuple, Prepared] = OrderedDict()
         self._tags = 0
 
@@ -103,10 +103,6 @@ class Plans:
             i: dataclasses.replace(s, seconds=0.0, checked=0, inferred=0, nodes={}, reused=True)
             for i, s in prepared.stats.items()
         }
-
-    def close(self, con: duckdb.DuckDBPyConnection) -> None:
-        for key in list(self._entries):
-            self._drop(con, key)
 
     def _drop(self, con: duckdb.DuckDBPyConnection, key: tuple) -> None:
         prepared = self._entries.pop(key)
