@@ -221,6 +221,32 @@ def test_taking_turns_decodes_a_batch_only_when_asked_for():
     assert len(buffers) == 1  # one buffer: decoding and the caller take turns on it
 
 
+def test_a_turn_of_several_batches_is_decoded_before_the_first_is_handed_out():
+    files = real_jpegs()[:56]
+    refs = [ImageRef(f.name, str(f), 1) for f in files]
+    pre = Counting(LITE)
+    buffers, seen, counts = set(), [], []
+    batches = stream_batches(refs, pre, batch_size=8, prefetch=0, workers=2, turn=3)
+    for batch in batches:
+        time.sleep(0.1)  # a decoder working ahead would have started the next turn by now
+        counts.append(pre.count)
+        buffers.add(batch.tensor.__array_interface__["data"][0])
+        seen += batch.keys
+    assert seen == [f.name for f in files]
+    # 7 batches: turns of 3, 3 and 1; while the caller holds a turn nothing else is decoded
+    assert counts == [24, 24, 24, 48, 48, 48, 56]
+    assert len(buffers) == 3
+
+
+def test_stopping_early_in_a_turn_does_not_hang():
+    refs = [ImageRef(i, str(f), 1) for i, f in enumerate(real_jpegs())]
+    batches = stream_batches(refs, Preprocessor(LITE), batch_size=8, prefetch=0, turn=4)
+    for n, _batch in enumerate(batches):
+        if n == 5:
+            break
+    batches.close()
+
+
 def test_stopping_early_does_not_hang():
     refs = [ImageRef(i, str(f), 1) for i, f in enumerate(real_jpegs())]
     for n, _batch in enumerate(stream_batches(refs, Preprocessor(LITE), batch_size=8)):

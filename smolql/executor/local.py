@@ -8,6 +8,7 @@ thread runs the model; images that cannot be decoded come out as predictions wit
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +26,7 @@ from smolql.executor.sessions import session_for
 from smolql.models.spec import ModelSpec
 from smolql.ops.loader import Batch, stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
+from smolql.planner.cost import turn_batches
 from smolql.planner.physical import Plan
 from smolql.sources import io_threads
 
@@ -74,8 +76,9 @@ def classify_stream(
     turns: bool = False,
 ) -> Iterator[Prediction]:
     """Yield one :class:`Prediction` per ref, in input order within each batch; ``turns``:
-    decode a batch only while the engine is idle (both on all cores, see
-    :func:`~smolql.planner.cost.takes_turns`), else while it runs the one before."""
+    decode a turn of batches only while the engine is idle (both on all cores, see
+    :func:`~smolql.planner.cost.takes_turns` and :func:`~smolql.planner.cost.turn_batches`),
+    else each batch while the engine runs the one before."""
     refs = iter(refs)
     first = next(refs, None)
     if first is None:
@@ -90,6 +93,7 @@ def classify_stream(
             batch_size=batch_size,
             workers=workers,
             prefetch=0 if turns else 2,
+            turn=turn_batches(batch_size, 4 * math.prod(pre.output.shape)),
         ):
             yield from batch_predictions(batch, spec, session, k)
             bar.update(len(batch.keys) + len(batch.errors))

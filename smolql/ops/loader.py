@@ -2,7 +2,9 @@
 
 Worker threads decode straight into slots of preallocated batch buffers (the C decoders release
 the GIL). At most ``prefetch + 1`` buffers exist, so memory stays bounded however large the
-input; batch k+1 is decoded while the caller works on batch k.
+input; batch k+1 is decoded while the caller works on batch k. Or decoding and the caller take
+turns (``prefetch=0``): a turn decodes ``turn`` batches on all workers, then the caller has
+them all while the decoders wait (``turn`` buffers).
 """
 
 from __future__ import annotations
@@ -53,19 +55,24 @@ def stream_batches(
     batch_size: int = 32,
     workers: int | None = None,
     prefetch: int = 2,
+    turn: int = 1,
 ) -> Iterator[Batch]:
     """Yield :class:`Batch` es in input order; bad images never break a batch. ``prefetch``:
-    batches decoded ahead while the caller works; 0: none, decoding and the caller take turns
-    (one buffer: the next batch is decoded when the caller asks for it)."""
+    batches decoded ahead while the caller works; 0: none, decoding and the caller take turns,
+    ``turn`` batches a turn (the next turn is decoded when the caller asks for the batch after
+    this turn's last; fewer, longer turns pay less for each switch between the stages)."""
     shape = (batch_size, *pre.output.shape)
+    group = 1 if prefetch else max(turn, 1)  # batches decoded together, yielded together
     free: queue.Queue[np.ndarray] = queue.Queue()
-    for _ in range(prefetch + 1):
+    for _ in range(prefetch + 1 if prefetch else group):
         free.put(np.empty(shape, np.float32))
     pending: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
     stop = threading.Event()
     pool = ThreadPoolExecutor(workers or cores(), thread_name_prefix="smolql-decode")
     feeder = threading.Thread(
-        target=_feed, args=(iter(refs), pre, batch_size, free, pending, pool, stop), daemon=True
+        target=_feed,
+        args=(iter(refs), pre, batch_size, group, free, pending, pool, stop),
+        daemon=True,
     )
     feeder.start()
     try:
@@ -75,27 +82,32 @@ def stream_batches(
                 return
             if isinstance(item, BaseException):
                 raise item
-            chunk, buffer, futures = item
-            yield _collect(chunk, buffer, futures)
-            free.put(buffer)
+            batches = [_collect(chunk, buffer, futures) for chunk, buffer, futures in item]
+            yield from batches
+            for _chunk, buffer, _futures in item:
+                free.put(buffer)
     finally:
         stop.set()
         _drain(pending, free)
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _feed(refs, pre, batch_size, free, pending, pool, stop) -> None:
-    """Submit one batch's images as soon as a buffer is free; hand the futures on in order."""
+def _feed(refs, pre, batch_size, group, free, pending, pool, stop) -> None:
+    """Submit ``group`` batches' images as soon as as many buffers are free; hand each group
+    of (images, buffer, futures) on in order."""
     try:
         while not stop.is_set():
-            chunk = list(islice(refs, batch_size))
-            if not chunk:
+            chunks = [c for c in (list(islice(refs, batch_size)) for _ in range(group)) if c]
+            if not chunks:
                 break
-            buffer = free.get()
-            if stop.is_set():
-                break
-            futures = [pool.submit(_one, pre, ref, buffer[i]) for i, ref in enumerate(chunk)]
-            _put(pending, (chunk, buffer, futures), stop)
+            item = []
+            for chunk in chunks:
+                buffer = free.get()
+                if stop.is_set():
+                    return
+                futures = [pool.submit(_one, pre, ref, buffer[i]) for i, ref in enumerate(chunk)]
+                item.append((chunk, buffer, futures))
+            _put(pending, item, stop)
     except BaseException as e:  # surfaced in the consumer
         _put(pending, e, stop)
         return
@@ -142,6 +154,7 @@ def _drain(pending: queue.Queue, free: queue.Queue) -> None:
             item = pending.get_nowait()
         except queue.Empty:
             return
-        if isinstance(item, tuple):
-            for f in item[2]:
-                f.cancel()
+        if isinstance(item, list):
+            for _chunk, _buffer, futures in item:
+                for f in futures:
+                    f.cancel()

@@ -242,6 +242,25 @@ def split_threads(
     return cores, cores
 
 
+TURN_IMAGES = 64  # images decoded in one turn (several batches where a batch is smaller)
+TURN_BYTES = 64 << 20  # at most this much of decoded batches in one turn
+
+
+def turn_batches(batch_size: int, image_bytes: int) -> int:
+    """Batches decoded in one turn when the stages take turns: each switch between decoding
+    and inference costs the same (threads waking, the model's weights and the decoder's
+    tables back in cache, the last image of a turn decoding on one core), so a turn of at
+    least :data:`TURN_IMAGES` images pays it less often, within :data:`TURN_BYTES` of memory.
+
+    >>> turn_batches(16, 3 * 224 * 224 * 4), turn_batches(32, 3 * 224 * 224 * 4)
+    (4, 2)
+    >>> turn_batches(64, 3 * 224 * 224 * 4), turn_batches(16, 3 * 1024 * 1024 * 4)
+    (1, 1)
+    """
+    images = min(TURN_IMAGES, TURN_BYTES // max(image_bytes, 1))
+    return max(1, images // batch_size)
+
+
 def takes_turns(workers: int, threads: int, cores: int, *, gpu: bool = False) -> bool:
     """Whether decoding and CPU inference take turns: together they ask for more threads than
     there are cores, so running side by side would only make them preempt each other

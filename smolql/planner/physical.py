@@ -4,6 +4,7 @@ EXPLAIN prints it; the executor runs exactly it."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, replace
 
@@ -17,7 +18,7 @@ from smolql.ops.pipeline import Preprocessor
 from smolql.planner import engines as choose
 from smolql.planner import rates, targets
 from smolql.planner.calibration import load as load_calibration
-from smolql.planner.cost import CostModel, takes_turns
+from smolql.planner.cost import CostModel, takes_turns, turn_batches
 from smolql.planner.space import ORIGINAL, PhysicalPlan, sized
 
 UNCALIBRATED = "default: not calibrated (run `smolql calibrate`)"
@@ -44,6 +45,12 @@ class Plan:
         size = 0 if self.spec.input_size == base.input_size else self.spec.input_size
         source = self.rendition or ORIGINAL
         return PhysicalPlan(self.spec.name, source, self.scale, size, self.backend, self.precision)
+
+    @property
+    def turn_images(self) -> int:
+        """Images decoded in one turn when the stages take turns (:func:`turn_batches`)."""
+        shape = self.preprocessor().output.shape
+        return self.batch_size * turn_batches(self.batch_size, 4 * math.prod(shape))
 
     def preprocessor(self) -> Preprocessor:
         return Preprocessor(self.spec.transform, scale_denom=self.scale)
@@ -173,7 +180,7 @@ class StagePlan:
         lines = [
             f"  plan: {p.physical.describe()}, batch={p.batch_size}"
             f" ({p.decode_workers} decode + {p.infer_threads} inference threads"
-            f"{', taking turns' if p.turns else ''})",
+            f"{f', taking turns of {p.turn_images} images' if p.turns else ''})",
             f"  engine: {p.engine_source}",
         ]
         if self.pending:
