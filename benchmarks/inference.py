@@ -49,6 +49,8 @@ from smolql.ops.loader import stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
 from smolql.planner.cost import split_threads, takes_turns
 from smolql.planner.physical import make_plan
+from smolql.planner.targets import Targets, choose
+from smolql.planner.targets import load as load_profiles
 
 PROJECTED = (1, 2, 8, 16, 64)
 
@@ -172,11 +174,16 @@ def projection(p: float, i: float, cores: int) -> list[str]:
     return lines
 
 
-def through_sql(con, model: str, files, originals, truth, repeats: int) -> dict:
+def through_sql(
+    con, model: str, files, originals, truth, repeats: int, target: float | None = None
+) -> dict:
     """``SELECT classify(image)`` over the catalog as a user runs it (cache off), with the
     engine the planner picks once this machine is calibrated for the model on the catalog
     (`smolql calibrate --catalog bench`: speed on 64 images, reduced precisions compared with
-    fp32 on all 500, counting the labelled answers they lose). In rounds, each measuring the
+    fp32 on all 500, counting the labelled answers they lose); with ``target``, the fastest
+    plan the catalog's profile (`smolql profile bench`: this model on originals, fp32, the
+    reduced float precisions offered here and int8, measured on all 500 images) finds within
+    that accuracy loss (`SET smolql.max_accuracy_loss`). In rounds, each measuring the
     chosen plan's own I (its engine, batch size and inference threads), its P (its
     preprocessor on all cores), the executor alone with that plan, and the query: images/s,
     fractions of the plan's bound, the engine (and why), top-1."""
@@ -184,11 +191,22 @@ def through_sql(con, model: str, files, originals, truth, repeats: int) -> dict:
     con.sql("SET smolql.cache = 'off'")
     con.sql(f"SET smolql.model = '{model}'")
     sql = "SELECT file, classify(image).class_index AS c FROM bench"
+    physical = None
+    if target is not None:
+        con.profile("bench", models=[model], sample=len(files), smaller_inputs=False, repeats=1)
+        con.sql(f"SET smolql.max_accuracy_loss = {target}")
+        goal = Targets(max_accuracy_loss=target)
+        physical = choose(
+            load_profiles(con.duckdb, "bench"), goal, catalog="bench", model=model, explicit=True
+        ).plan
     lines = con.sql(f"EXPLAIN {sql}")["plan"].to_pylist()
     why = next((x.strip() for x in lines if "not used" in x or "within the" in x), "")
+    if target is not None:
+        why = next((x.strip() for x in lines if "chosen:" in x), why)
     plan = make_plan(
-        con.settings, model=model, backend=None, precision=None, batch_size=None, rendition=None
-    )
+        con.settings, model=model, backend=None, precision=None, batch_size=None,
+        rendition=None, physical=physical,
+    )  # fmt: skip
     spec, bs, cores = plan.spec, plan.batch_size, available_cores()
     pre = plan.preprocessor()
     session = get_backend(plan.backend).open(spec, plan.precision, plan.infer_threads, bs)
@@ -226,6 +244,7 @@ def through_sql(con, model: str, files, originals, truth, repeats: int) -> dict:
     split = f"{plan.decode_workers} + {plan.infer_threads}{' taking turns' if plan.turns else ''}"
     out["engine"] = f"{plan.backend}/{plan.precision}, batch {bs}, {split}"
     out["why"] = why
+    con.sql("RESET smolql.max_accuracy_loss")
     return out
 
 
@@ -252,6 +271,14 @@ def main() -> None:
         nargs="+",
         default=None,
         help="backend/precision pairs to run (e.g. onnxruntime/fp32); default: all available",
+    )
+    parser.add_argument(
+        "--targets",
+        nargs="*",
+        type=float,
+        default=[0.01],
+        help="accuracy losses (0-1) for more SQL rows: the catalog is profiled and the planner"
+        " runs the fastest plan within each (the issue's 'equal accuracy' is 1 point: 0.01)",
     )
     args = parser.parse_args()
     files = sample_files()
@@ -336,10 +363,11 @@ def main() -> None:
                     projections.append(
                         (f"{backend_name}/{precision} batch {bs}", row["P jpeg"], row["I"])
                     )
-        if not args.no_sql:
-            q = through_sql(con, model, files, originals, truth, args.repeats)
+        for target in [] if args.no_sql else [None, *args.targets]:
+            q = through_sql(con, model, files, originals, truth, args.repeats, target)
+            asked = "" if target is None else f", SET smolql.max_accuracy_loss = {target}"
             print(
-                f"SELECT classify(image) through SmolQL (cache off; the planner's plan"
+                f"SELECT classify(image) through SmolQL (cache off{asked}; the planner's plan"
                 f" {q['engine']}; {q['why']}): {q['sql']:.1f} img/s, {q['of bound']:.2f} of"
                 f" the plan's bound ({q['bound']:.0f}: I {q['I']:.0f}, P {q['P']:.0f}), the"
                 f" executor alone {q['executor']:.1f} img/s ({q['executor of bound']:.2f});"

@@ -66,3 +66,8 @@ class Backend(ABC):
     def calibrate(self, spec: ModelSpec, precision: str, images: np.ndarray) -> None:
         """Make a ``calibrated`` precision's engine from ``images`` (N, 3, H, W) float32."""
         raise NotImplementedError(f"{self.name} has no calibrated precision {precision!r}")
+
+    def engine_stamp(self, spec: ModelSpec, precision: str) -> str:
+        """What tells the versions of a ``calibrated`` precision's engine apart (a new
+        calibration changes it); "" for an engine made from the model alone, or none made."""
+        return ""

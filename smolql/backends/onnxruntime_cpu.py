@@ -8,7 +8,14 @@ import numpy as np
 from smolql.backends.base import Backend, Capabilities, Session
 from smolql.backends.cpu import has_vnni
 from smolql.models.export import INPUT_NAME, onnx_path
-from smolql.models.quantize import int8_model, int8_path, is_quantized, ort_settings, quantize
+from smolql.models.quantize import (
+    int8_model,
+    int8_path,
+    is_quantized,
+    ort_settings,
+    quantize,
+    stamp_of,
+)
 from smolql.models.spec import ModelSpec
 
 
@@ -46,3 +53,6 @@ class OnnxRuntimeBackend(Backend):
 
     def calibrate(self, spec: ModelSpec, precision: str, images: np.ndarray) -> None:
         quantize(spec, images, reduce_range=not has_vnni())
+
+    def engine_stamp(self, spec: ModelSpec, precision: str) -> str:
+        return stamp_of(int8_path(spec)) if precision == "int8" else ""

@@ -15,6 +15,7 @@ from smolql.models.quantize import (
     openvino_int8_model,
     openvino_int8_path,
     quantize_openvino,
+    stamp_of,
 )
 from smolql.models.spec import ModelSpec
 
@@ -115,6 +116,9 @@ class OpenVinoBackend(Backend):
 
     def calibrate(self, spec: ModelSpec, precision: str, images: np.ndarray) -> None:
         quantize_openvino(spec, images)
+
+    def engine_stamp(self, spec: ModelSpec, precision: str) -> str:
+        return stamp_of(openvino_int8_path(spec)) if precision == "int8" else ""
 
 
 @cache

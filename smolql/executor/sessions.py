@@ -4,9 +4,10 @@ Opening a session builds the engine (OpenVINO compiles the graph, ONNX Runtime o
 a fixed cost per query that a 500-image query feels. An idle session goes back to a small
 pool keyed by everything that makes it (backend, model and weights digest, input size,
 precision, threads, batch size) and the next query with that plan takes it. A session is used
-by one query at a time (taken out of the pool while it runs). Engines made by calibration
-(int8) are not pooled: a new calibration replaces the engine file, and a pooled session would
-keep the old one. Idle sessions are closed before the process forks.
+by one query at a time (taken out of the pool while it runs). An engine made by calibration
+(int8) is keyed by its stamp too: a new calibration replaces the engine file and its stamp,
+so a pooled session of the old engine is never taken for the new one. Idle sessions are
+closed before the process forks.
 """
 
 from __future__ import annotations
@@ -31,16 +32,17 @@ _idle: OrderedDict[tuple, Session] = OrderedDict()
 def session_for(plan: Plan) -> Iterator[Session]:
     """A session for ``plan``'s engine: from the pool, or opened; back to the pool after a
     run that ended well, else closed."""
-    backend = get_backend(plan.backend)
+    backend, spec = get_backend(plan.backend), plan.spec
+    stamp = backend.engine_stamp(spec, plan.precision)
     key = None
-    if plan.precision not in backend.capabilities().calibrated:
-        spec = plan.spec
+    if stamp or plan.precision not in backend.capabilities().calibrated:
         key = (
             plan.backend,
             spec.name,
             spec.weights_hash(),
             spec.input_size,
             plan.precision,
+            stamp,
             plan.infer_threads,
             plan.batch_size,
         )

@@ -49,6 +49,15 @@ def ort_settings(reduce_range: bool) -> str:
 OPENVINO_SETTINGS = "nncf mixed preset, per-channel, fast bias correction"
 
 
+def stamp_of(path: Path) -> str:
+    """The stamp of the engine at ``path`` (its settings and its sample's digest), or "" where
+    there is none: what tells one calibration's engine from the next."""
+    try:
+        return _stamp(path).read_text() if path.exists() else ""
+    except OSError:
+        return ""
+
+
 def is_quantized(path: Path, settings: str) -> bool:
     """An engine at ``path`` made with ``settings`` (an engine made otherwise, e.g. by an older
     SmolQL, is made again)."""

@@ -49,12 +49,8 @@ class Preprocessor:
 
     def plan(self, data: bytes, ref: ImageRef) -> ImagePlan:
         """Read the header and choose region and scale for one image; nothing is decoded."""
-        info = source_info(data, ref)
-        if info.width * info.height > self.max_pixels:
-            raise DecodeError(
-                f"{info.width}x{info.height} exceeds the pixel limit of {self.max_pixels:,}",
-                file=ref.path,
-            )
+        info = source_info(data, ref, self.max_pixels)
+        _check_pixels(info.width, info.height, self.max_pixels, ref)
         try:
             return plan_image(
                 info,
@@ -81,8 +77,17 @@ class Preprocessor:
         return ref.expect.digest(data, signature) if ref.expect is not None else None
 
 
-def source_info(data: bytes, ref: ImageRef) -> SourceInfo:
-    """Header facts: JPEG and PNG parsed directly, other formats (and EXIF) through Pillow."""
+def _check_pixels(width: int, height: int, max_pixels: int, ref: ImageRef) -> None:
+    if width * height > max_pixels:
+        raise DecodeError(
+            f"{width}x{height} exceeds the pixel limit of {max_pixels:,}", file=ref.path
+        )
+
+
+def source_info(data: bytes, ref: ImageRef, max_pixels: int = PILLOW_PIXEL_LIMIT) -> SourceInfo:
+    """Header facts: JPEG and PNG parsed directly, other formats (and EXIF) through Pillow. A
+    PNG over ``max_pixels`` is refused before Pillow sees it: Pillow decodes every pixel of a
+    PNG to look for EXIF after its image data."""
     if data[:2] == b"\xff\xd8":
         try:
             width, height = _jpeg.output_size(data)
@@ -92,9 +97,11 @@ def source_info(data: bytes, ref: ImageRef) -> SourceInfo:
         if orientation is None:
             orientation = probe(data, ref.path).orientation
         return SourceInfo("jpeg", width, height, orientation)
-    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and ref.orientation is not None:
+    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR":
         width, height = struct.unpack(">II", data[16:24])
-        return SourceInfo("png", width, height, ref.orientation)
+        _check_pixels(width, height, max_pixels, ref)
+        if ref.orientation is not None:
+            return SourceInfo("png", width, height, ref.orientation)
     info = probe(data, ref.path)
     orientation = info.orientation if ref.orientation is None else ref.orientation
     return SourceInfo(info.format, info.stored_width, info.stored_height, orientation)
