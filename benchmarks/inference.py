@@ -30,6 +30,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -81,21 +82,24 @@ class Naive(Dataset):
             return self.tf(im.convert("RGB"))
 
 
-def naive_peer(spec, files, repeats: int, cores: int) -> tuple[float, np.ndarray]:
+def naive_runner(spec, files, cores: int) -> Callable[[], np.ndarray]:
+    """One pass of the naive peer over ``files``: its top-1 answers."""
     torch.set_num_threads(cores)
     module = spec.load()
     loader = DataLoader(Naive(files, spec.transform), batch_size=32, num_workers=cores)
-    preds: list[np.ndarray] = []
 
-    def run() -> None:
-        preds.clear()
+    def run() -> np.ndarray:
         with torch.inference_mode():
-            for batch in loader:
-                preds.append(module(batch).argmax(1).numpy())
+            return np.concatenate([module(batch).argmax(1).numpy() for batch in loader])
 
-    run()  # warm-up
+    return run
+
+
+def naive_peer(spec, files, repeats: int, cores: int) -> tuple[float, np.ndarray]:
+    run = naive_runner(spec, files, cores)
+    preds = run()  # warm-up
     took = statistics.median(seconds(run) for _ in range(repeats))
-    return len(files) / took, np.concatenate(preds)
+    return len(files) / took, preds
 
 
 def bound(p: float, i: float) -> float:
@@ -175,7 +179,14 @@ def projection(p: float, i: float, cores: int) -> list[str]:
 
 
 def through_sql(
-    con, model: str, files, originals, truth, repeats: int, target: float | None = None
+    con,
+    model: str,
+    files,
+    originals,
+    truth,
+    repeats: int,
+    target: float | None = None,
+    peer: Callable[[], np.ndarray] | None = None,
 ) -> dict:
     """``SELECT classify(image)`` over the catalog as a user runs it (cache off), with the
     engine the planner picks once this machine is calibrated for the model on the catalog
@@ -185,8 +196,9 @@ def through_sql(
     reduced float precisions offered here and int8, measured on all 500 images) finds within
     that accuracy loss (`SET smolql.max_accuracy_loss`). In rounds, each measuring the
     chosen plan's own I (its engine, batch size and inference threads), its P (its
-    preprocessor on all cores), the executor alone with that plan, and the query: images/s,
-    fractions of the plan's bound, the engine (and why), top-1."""
+    preprocessor on all cores), the executor alone with that plan, the query and, with
+    ``peer``, one pass of the naive peer (the multiple paired per round): images/s, fractions
+    of the plan's bound, the engine (and why), top-1."""
     con.calibrate([model], catalog="bench")
     con.sql("SET smolql.cache = 'off'")
     con.sql(f"SET smolql.model = '{model}'")
@@ -200,7 +212,7 @@ def through_sql(
             load_profiles(con.duckdb, "bench"), goal, catalog="bench", model=model, explicit=True
         ).plan
     lines = con.sql(f"EXPLAIN {sql}")["plan"].to_pylist()
-    why = next((x.strip() for x in lines if "not used" in x or "within the" in x), "")
+    why = next((x.strip() for x in lines if x.strip().startswith("engine:")), "")
     if target is not None:
         why = next((x.strip() for x in lines if "chosen:" in x), why)
     plan = make_plan(
@@ -236,6 +248,9 @@ def through_sql(
         r["sql"] = len(files) / seconds(lambda: con.sql(sql))
         r["bound"] = bound(r["P"], r["I"])
         r["of bound"], r["executor of bound"] = r["sql"] / r["bound"], r["executor"] / r["bound"]
+        if peer is not None:
+            r["peer"] = len(files) / seconds(peer)
+            r["x peer"] = r["sql"] / r["peer"]
         rounds.append(r)
     session.close()
     got = {r["file"]: r["c"] for r in con.sql(sql).to_pylist()}
@@ -271,6 +286,12 @@ def main() -> None:
         nargs="+",
         default=None,
         help="backend/precision pairs to run (e.g. onnxruntime/fp32); default: all available",
+    )
+    parser.add_argument(
+        "--paired-peer",
+        action="store_true",
+        help="time a naive peer pass in every round of the SQL rows (their multiple of the peer"
+        " paired per round, as the host's speed drifts)",
     )
     parser.add_argument(
         "--targets",
@@ -363,16 +384,23 @@ def main() -> None:
                     projections.append(
                         (f"{backend_name}/{precision} batch {bs}", row["P jpeg"], row["I"])
                     )
+        peer = naive_runner(spec, files, cores) if args.paired_peer else None
         for target in [] if args.no_sql else [None, *args.targets]:
-            q = through_sql(con, model, files, originals, truth, args.repeats, target)
+            q = through_sql(con, model, files, originals, truth, args.repeats, target, peer)
             asked = "" if target is None else f", SET smolql.max_accuracy_loss = {target}"
+            paired = (
+                f"; paired with a naive peer pass in each round: {q['x peer']:.1f}x (peer"
+                f" {q['peer']:.1f} img/s)"
+                if peer is not None
+                else ""
+            )
             print(
                 f"SELECT classify(image) through SmolQL (cache off{asked}; the planner's plan"
                 f" {q['engine']}; {q['why']}): {q['sql']:.1f} img/s, {q['of bound']:.2f} of"
                 f" the plan's bound ({q['bound']:.0f}: I {q['I']:.0f}, P {q['P']:.0f}), the"
                 f" executor alone {q['executor']:.1f} img/s ({q['executor of bound']:.2f});"
                 f" {q['sql'] / naive_rate:.1f}x the naive peer, top-1 {q['top1']:.3f}"
-                f" ({100 * (q['top1'] - naive_top1):+.1f} points)"
+                f" ({100 * (q['top1'] - naive_top1):+.1f} points){paired}"
             )
         print(
             "I oth: OpenVINO with the other number of streams (2 where the executor runs 1);"
