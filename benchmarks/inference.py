@@ -187,13 +187,15 @@ def through_sql(
     repeats: int,
     target: float | None = None,
     peer: Callable[[], np.ndarray] | None = None,
+    smaller: bool = False,
 ) -> dict:
     """``SELECT classify(image)`` over the catalog as a user runs it (cache off), with the
     engine the planner picks once this machine is calibrated for the model on the catalog
     (`smolql calibrate --catalog bench`: speed on 64 images, reduced precisions compared with
     fp32 on all 500, counting the labelled answers they lose); with ``target``, the fastest
     plan the catalog's profile (`smolql profile bench`: this model on originals, fp32, the
-    reduced float precisions offered here and int8, measured on all 500 images) finds within
+    reduced float precisions offered here and int8, measured on all 500 images; with
+    ``smaller``, smaller input sizes and DCT scales too) finds within
     that accuracy loss (`SET smolql.max_accuracy_loss`). In rounds, each measuring the
     chosen plan's own I (its engine, batch size and inference threads), its P (its
     preprocessor on all cores), the executor alone with that plan, the query and, with
@@ -205,7 +207,7 @@ def through_sql(
     sql = "SELECT file, classify(image).class_index AS c FROM bench"
     physical = None
     if target is not None:
-        con.profile("bench", models=[model], sample=len(files), smaller_inputs=False, repeats=1)
+        con.profile("bench", models=[model], sample=len(files), smaller_inputs=smaller, repeats=1)
         con.sql(f"SET smolql.max_accuracy_loss = {target}")
         goal = Targets(max_accuracy_loss=target)
         physical = choose(
@@ -292,6 +294,12 @@ def main() -> None:
         action="store_true",
         help="time a naive peer pass in every round of the SQL rows (their multiple of the peer"
         " paired per round, as the host's speed drifts)",
+    )
+    parser.add_argument(
+        "--smaller-inputs",
+        action="store_true",
+        help="the target rows' profile also tries the model at smaller input sizes and DCT"
+        " scales (longer; default: originals at the model's input size)",
     )
     parser.add_argument(
         "--targets",
@@ -386,7 +394,9 @@ def main() -> None:
                     )
         peer = naive_runner(spec, files, cores) if args.paired_peer else None
         for target in [] if args.no_sql else [None, *args.targets]:
-            q = through_sql(con, model, files, originals, truth, args.repeats, target, peer)
+            q = through_sql(
+                con, model, files, originals, truth, args.repeats, target, peer, args.smaller_inputs
+            )
             asked = "" if target is None else f", SET smolql.max_accuracy_loss = {target}"
             paired = (
                 f"; paired with a naive peer pass in each round: {q['x peer']:.1f}x (peer"
