@@ -43,15 +43,13 @@ import smolql
 from smolql.backends.openvino_cpu import OpenVinoSession
 from smolql.backends.registry import available, backends, get_backend
 from smolql.config import cores as available_cores
+from smolql.execute import stage_plans
 from smolql.executor.local import classify_stream, softmax_topk
 from smolql.models.quantize import CALIBRATION_IMAGES
 from smolql.models.registry import get_model
 from smolql.ops.loader import stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
 from smolql.planner.cost import split_threads, takes_turns
-from smolql.planner.physical import make_plan
-from smolql.planner.targets import Targets, choose
-from smolql.planner.targets import load as load_profiles
 
 PROJECTED = (1, 2, 8, 16, 64)
 
@@ -205,22 +203,14 @@ def through_sql(
     con.sql("SET smolql.cache = 'off'")
     con.sql(f"SET smolql.model = '{model}'")
     sql = "SELECT file, classify(image).class_index AS c FROM bench"
-    physical = None
     if target is not None:
         con.profile("bench", models=[model], sample=len(files), smaller_inputs=smaller, repeats=1)
         con.sql(f"SET smolql.max_accuracy_loss = {target}")
-        goal = Targets(max_accuracy_loss=target)
-        physical = choose(
-            load_profiles(con.duckdb, "bench"), goal, catalog="bench", model=model, explicit=True
-        ).plan
     lines = con.sql(f"EXPLAIN {sql}")["plan"].to_pylist()
-    why = next((x.strip() for x in lines if x.strip().startswith("engine:")), "")
-    if target is not None:
-        why = next((x.strip() for x in lines if "chosen:" in x), why)
-    plan = make_plan(
-        con.settings, model=model, backend=None, precision=None, batch_size=None,
-        rendition=None, physical=physical,
-    )  # fmt: skip
+    reason = "engine:" if target is None else "chosen:"
+    why = next((x.strip() for x in lines if x.strip().startswith(reason)), "")
+    (stage,) = stage_plans(con.duckdb, con.settings, sql).values()  # the plan the query runs
+    plan = stage.plan
     spec, bs, cores = plan.spec, plan.batch_size, available_cores()
     pre = plan.preprocessor()
     session = get_backend(plan.backend).open(spec, plan.precision, plan.infer_threads, bs)

@@ -292,6 +292,12 @@ def evaluate_stages(
     return prepared, stats
 
 
+def stage_plans(con, settings: Settings, text: str) -> dict[int, StagePlan]:
+    """Each stage's physical plan for the statement ``text``, as a run makes it and EXPLAIN
+    shows it (parsing and planning only: nothing runs)."""
+    return _prepare(con, settings, text, {}, "", changes.stamp(None)).physical
+
+
 def _prepare(
     con, settings: Settings, text: str, values: dict, tag: str, at: changes.Stamp
 ) -> Prepared:

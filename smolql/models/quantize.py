@@ -61,10 +61,7 @@ def stamp_of(path: Path) -> str:
 def is_quantized(path: Path, settings: str) -> bool:
     """An engine at ``path`` made with ``settings`` (an engine made otherwise, e.g. by an older
     SmolQL, is made again)."""
-    try:
-        return path.exists() and _stamp(path).read_text().split("\n")[0] == settings
-    except OSError:
-        return False
+    return stamp_of(path).split("\n")[0] == settings
 
 
 def int8_model(spec: ModelSpec, reduce_range: bool) -> Path:
@@ -109,7 +106,7 @@ def quantize(spec: ModelSpec, calibration: np.ndarray, *, reduce_range: bool = T
     calibration = calibration[:CALIBRATION_IMAGES]
     target = int8_path(spec)
     digest = _stamp_text(calibration, ort_settings(reduce_range))
-    if _stamp(target).exists() and _stamp(target).read_text() == digest and target.exists():
+    if stamp_of(target) == digest:
         return target
 
     class Reader(CalibrationDataReader):
@@ -157,7 +154,7 @@ def quantize_openvino(spec: ModelSpec, calibration: np.ndarray) -> Path:
     calibration = calibration[:CALIBRATION_IMAGES]
     target = openvino_int8_path(spec)
     digest = _stamp_text(calibration, OPENVINO_SETTINGS)
-    if _stamp(target).exists() and _stamp(target).read_text() == digest and target.exists():
+    if stamp_of(target) == digest:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     _stamp(target).unlink(missing_ok=True)

@@ -279,28 +279,29 @@ def _engines(
 ) -> list[tuple[str, str]]:
     """The (backend, precision) pairs to profile per requested precision: the model's measured
     default backend where it offers a float precision, else the first available backend that
-    does; a calibrated precision (int8) on every backend that offers it (whose int8 is fastest
-    differs from CPU to CPU: ONNX Runtime's was 1.6x OpenVINO's on one with AVX-512 VNNI and no
-    bf16, OpenVINO's near it on another)."""
+    does; a calibrated precision (int8) on every backend that offers it (the default backend's
+    int8 need not be the fastest: on a CPU with VNNI and no bf16, whose default was OpenVINO
+    fp32, ONNX Runtime's int8 inferred 1.4-2.8x as fast as OpenVINO's,
+    ``benchmarks/results/inference-no-bf16.txt``)."""
     out = []
     for precision in precisions:
         if precision == default[1]:
             out.append(default)
             continue
+        backends = available()
+        calibrated = any(precision in b.capabilities().calibrated for b in backends.values())
         offer = [
             name
-            for name, b in available().items()
+            for name, b in backends.items()
             if precision in b.capabilities().precisions
-            and (precision == "int8") == (precision in b.capabilities().calibrated)
+            and calibrated == (precision in b.capabilities().calibrated)
         ]
-        if precision == "int8":
-            out += [(name, precision) for name in offer]
-        elif default[0] in offer:
-            out.append((default[0], precision))
-        elif offer:
-            out.append((offer[0], precision))
         if not offer:
             say(f"no backend offers {precision} on this machine: skipped")
+        elif calibrated:
+            out += [(name, precision) for name in offer]
+        else:
+            out.append((default[0] if default[0] in offer else offer[0], precision))
     return out
 
 
