@@ -3,6 +3,7 @@ streaming batches, every format and orientation, and bad input."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -196,14 +197,17 @@ def test_batches_stream_in_order_with_bounded_buffers():
 
 
 class Counting(Preprocessor):
-    """A preprocessor that counts the images it has decoded."""
+    """A preprocessor that counts the images it has decoded (from several decoding threads:
+    ``+=`` alone could lose a count)."""
 
     def __init__(self, transform: Transform) -> None:
         super().__init__(transform)
         self.count = 0
+        self.lock = threading.Lock()
 
     def run(self, ref, out):
-        self.count += 1
+        with self.lock:
+            self.count += 1
         return super().run(ref, out)
 
 
