@@ -4,7 +4,12 @@
   calibration images; the 7-bit range (``reduce_range``) only on CPUs without VNNI, whose u8 x
   s8 multiply-adds would saturate at 8 bits (it costs about 2 points of top-1 where it is used);
 * OpenVINO through NNCF post-training quantisation: the mixed preset (symmetric weights,
-  asymmetric activations), per-channel weights and fast bias correction.
+  asymmetric activations), per-channel weights and fast bias correction, on the graph as
+  OpenVINO's converter folds it. Read as it is, an export's depthwise weights pass through
+  shape arithmetic (and EfficientNet-Lite's "same" padding through a ``Pad`` computed from the
+  input's shape); NNCF then leaves those convolutions in fp32. Measured on EfficientNet-Lite0
+  (2 threads, batch 32, the same host): 33 of 49 convolutions in u8 at 116-180 images/s
+  unfolded, all 49 at 274-300 images/s folded.
 
 Activations are calibrated on real preprocessed images (at most :data:`CALIBRATION_IMAGES`
 of the catalog being queried or profiled), so an int8 engine exists only after something has
@@ -46,7 +51,7 @@ def ort_settings(reduce_range: bool) -> str:
     return f"onnxruntime static QDQ, minmax, per-channel, reduce_range={reduce_range}"
 
 
-OPENVINO_SETTINGS = "nncf mixed preset, per-channel, fast bias correction"
+OPENVINO_SETTINGS = "nncf mixed preset, per-channel, fast bias correction, folded graph"
 
 
 def stamp_of(path: Path) -> str:
@@ -160,7 +165,7 @@ def quantize_openvino(spec: ModelSpec, calibration: np.ndarray) -> Path:
     _stamp(target).unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         try:
-            model = ov.Core().read_model(str(onnx_path(spec)))
+            model = ov.convert_model(str(onnx_path(spec)))  # folded: see the module's note
             data = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
             quantized = nncf.quantize(
                 model,
