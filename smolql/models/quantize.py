@@ -7,9 +7,9 @@
   asymmetric activations), per-channel weights and fast bias correction, on the graph as
   OpenVINO's converter folds it. Read as it is, an export's depthwise weights pass through
   shape arithmetic (and EfficientNet-Lite's "same" padding through a ``Pad`` computed from the
-  input's shape); NNCF then leaves those convolutions in fp32. Measured on EfficientNet-Lite0
-  (2 threads, batch 32, the same host): 33 of 49 convolutions in u8 at 116-180 images/s
-  unfolded, all 49 at 274-300 images/s folded.
+  input's shape); NNCF then leaves those convolutions in fp32 (EfficientNet-Lite0: 33 of 49
+  in u8 unfolded, all 49 folded; ``tests/test_int8.py``). Rates: ``benchmarks/int8.py``,
+  ``benchmarks/results/int8-no-bf16.txt``.
 
 Activations are calibrated on real preprocessed images (at most :data:`CALIBRATION_IMAGES`
 of the catalog being queried or profiled), so an int8 engine exists only after something has
