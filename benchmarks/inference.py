@@ -81,10 +81,16 @@ class Naive(Dataset):
 
 
 def naive_runner(spec, files, cores: int) -> Callable[[], np.ndarray]:
-    """One pass of the naive peer over ``files``: its top-1 answers."""
+    """One pass of the naive peer over ``files``: its top-1 answers. Its loader's worker
+    processes are forked once, here, and kept: SmolQL closes its pooled engines before any
+    fork (see :mod:`smolql.executor.sessions`), so a peer forking in every round would make the
+    query it is paired with open its engine again."""
     torch.set_num_threads(cores)
     module = spec.load()
-    loader = DataLoader(Naive(files, spec.transform), batch_size=32, num_workers=cores)
+    loader = DataLoader(
+        Naive(files, spec.transform), batch_size=32, num_workers=cores, persistent_workers=True
+    )
+    next(iter(loader))  # forks the workers
 
     def run() -> np.ndarray:
         with torch.inference_mode():
