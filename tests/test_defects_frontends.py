@@ -381,7 +381,10 @@ def test_shell_ctrl_c_cancels_the_query_and_history_is_kept(tmp_path):
         os.write(master, b"SELECT count(*) FROM range(10000000000) a, range(1000) b;\n")
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)  # what a terminal sends on Ctrl-C
-        assert "query cancelled" in _read(master, 30, "smolql>")
+        seen = _read(master, 30, "smolql>")
+        if "query cancelled" not in seen:  # failed once in CI: show where every thread was
+            proc.send_signal(signal.SIGABRT)
+            pytest.fail(f"Ctrl-C did not cancel:\n{seen}\n{_read(master, 10, 'Extension modules')}")
         history = (home / ".smolql_history").read_text()
         assert "range(10000000000)" in history  # written before the shell exits
         os.write(master, b"SELECT 41 + 1 AS answer;\n")
