@@ -2,13 +2,16 @@
 
 Ctrl-C cancels the running query (or the statement being typed) and returns to the prompt;
 Ctrl-D on an empty prompt exits, and on a half-typed statement discards it, which never runs.
-Every line is appended to the history file as it is entered, so a crash loses none.
+Every line is appended to the history file as it is entered, so a crash loses none. An
+interactive shell handles Ctrl-C itself even where it was started with SIGINT ignored (a
+background job or ``nohup``, whose children Python leaves without a handler).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import sys
 import threading
 import time
@@ -32,6 +35,17 @@ TABLES_SQL = (
 
 def run_shell(con: Connection) -> int:
     interactive = sys.stdin.isatty()
+    previous = None
+    if interactive and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _loop(con, interactive)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _loop(con: Connection, interactive: bool) -> int:
     if interactive:
         _load_history()
         print(f"SmolQL shell on {con.database}. {HELP}")
