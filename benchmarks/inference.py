@@ -47,7 +47,7 @@ from smolql.execute import stage_plans
 from smolql.executor.local import classify_stream, softmax_topk
 from smolql.models.quantize import CALIBRATION_IMAGES
 from smolql.models.registry import get_model
-from smolql.ops.loader import stream_batches
+from smolql.ops.loader import preprocessed, stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
 from smolql.planner.cost import split_threads, takes_turns
 
@@ -99,11 +99,12 @@ def naive_runner(spec, files, cores: int) -> Callable[[], np.ndarray]:
     return run
 
 
-def naive_peer(spec, files, repeats: int, cores: int) -> tuple[float, np.ndarray]:
-    run = naive_runner(spec, files, cores)
+def naive_peer(run: Callable[[], np.ndarray], n: int, repeats: int) -> tuple[float, np.ndarray]:
+    """The peer's images/s over ``n`` images (median of ``repeats`` passes after a warm-up) and
+    its answers."""
     preds = run()  # warm-up
     took = statistics.median(seconds(run) for _ in range(repeats))
-    return len(files) / took, preds
+    return n / took, preds
 
 
 def bound(p: float, i: float) -> float:
@@ -221,7 +222,7 @@ def through_sql(
     spec, bs, cores = plan.spec, plan.batch_size, available_cores()
     pre = plan.preprocessor()
     session = get_backend(plan.backend).open(spec, plan.precision, plan.infer_threads, bs)
-    tensor = np.concatenate([b.tensor.copy() for b in stream_batches(originals, pre)])
+    tensor = preprocessed(originals, pre)
 
     def infer_only() -> None:
         for i in range(0, len(tensor), bs):
@@ -332,8 +333,9 @@ def main() -> None:
     for model in args.models:
         spec = get_model(model)
         pre = Preprocessor(spec.transform)
-        tensor = np.concatenate([b.tensor.copy() for b in stream_batches(originals, pre)])
-        naive_rate, naive_pred = naive_peer(spec, files, args.naive_repeats, cores)
+        tensor = preprocessed(originals, pre)
+        peer_run = naive_runner(spec, files, cores)  # its workers forked once, for every pass
+        naive_rate, naive_pred = naive_peer(peer_run, len(files), args.naive_repeats)
         naive_top1 = (naive_pred == truth).mean()
         print(f"\n== {model} ({spec.transform.crop} px)")
         print(
@@ -393,7 +395,7 @@ def main() -> None:
                     projections.append(
                         (f"{backend_name}/{precision} batch {bs}", row["P jpeg"], row["I"])
                     )
-        peer = naive_runner(spec, files, cores) if args.paired_peer else None
+        peer = peer_run if args.paired_peer else None
         for target in [] if args.no_sql else [None, *args.targets]:
             q = through_sql(
                 con, model, files, originals, truth, args.repeats, target, peer, args.smaller_inputs

@@ -22,7 +22,7 @@ from common import SAMPLE, host_line, sample_files
 from smolql.backends.registry import backends
 from smolql.models.quantize import CALIBRATION_IMAGES
 from smolql.models.registry import get_model
-from smolql.ops.loader import stream_batches
+from smolql.ops.loader import preprocessed
 from smolql.ops.pipeline import ImageRef, Preprocessor
 
 BATCH = 32
@@ -61,9 +61,7 @@ def main() -> None:
     for name in args.models:
         spec = get_model(name)
         refs = [ImageRef(i, str(f), None) for i, f in enumerate(files)]
-        batch = np.concatenate(
-            [b.tensor.copy() for b in stream_batches(refs, Preprocessor(spec.transform))]
-        )
+        batch = preprocessed(refs, Preprocessor(spec.transform))
         ref, ref_rate = rate_and_top1(backends()["onnxruntime"].open(spec, "fp32", threads, BATCH),
                                       batch)  # fmt: skip
         rows = [("onnxruntime/fp32", ref, ref_rate, 0.0)]

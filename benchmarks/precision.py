@@ -17,7 +17,7 @@ from common import SAMPLE, sample_files
 from smolql.backends.cpu import cpu_flags
 from smolql.backends.registry import backends
 from smolql.models.registry import get_model
-from smolql.ops.loader import stream_batches
+from smolql.ops.loader import preprocessed
 from smolql.ops.pipeline import ImageRef, Preprocessor
 from smolql.planner.engines import candidates
 
@@ -33,9 +33,7 @@ def main() -> None:
         labels = {r["file"]: int(r["class_index"]) for r in csv.DictReader(f)}
     truth = np.array([labels[f.name] for f in files])
     refs = [ImageRef(i, str(f), 1) for i, f in enumerate(files)]
-    batch = np.concatenate(
-        [b.tensor.copy() for b in stream_batches(refs, Preprocessor(spec.transform))]
-    )
+    batch = preprocessed(refs, Preprocessor(spec.transform))
 
     def run(name: str, precision: str) -> tuple[np.ndarray, float]:
         session = backends()[name].open(spec, precision, os.cpu_count() or 1, BATCH)

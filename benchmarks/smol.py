@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 from common import REPO, SAMPLE, sample_files
-from inference import naive_peer
+from inference import naive_peer, naive_runner
 
 import smolql
 from smolql.errors import QueryError
@@ -116,7 +116,8 @@ def main() -> None:
         truth = [r["class_index"] for r in heldout]
         naive = {}
         for model in args.models:
-            rate, preds = naive_peer(get_model(model), files, NAIVE_REPEATS)
+            peer = naive_runner(get_model(model), files, cores)
+            rate, preds = naive_peer(peer, len(files), NAIVE_REPEATS)
             correct = int(sum(int(p) == t for p, t in zip(preds, truth, strict=True)))
             naive[model] = (rate, correct, len(files))
         say(f"# SMOL figure: {cores} cores, 250 training / 250 held-out ImageNet sample images\n")

@@ -372,8 +372,8 @@ def _ignore_sigint() -> None:
 @pytest.mark.parametrize("ignored", [False, True], ids=["", "started-with-sigint-ignored"])
 def test_shell_ctrl_c_cancels_the_query_and_history_is_kept(tmp_path, ignored):
     # Fails before the fix: Ctrl-C (SIGINT) ended the shell with 130; history saved at exit only.
-    # ``ignored``: started as a background job's child is (SIGINT ignored, so Python installs
-    # no handler); failed before the shell installed its own, as in CI run from a background job.
+    # ``ignored``: started as a background job's children are, with SIGINT ignored (Python then
+    # installs no handler); failed before the shell installed its own (CI run as a background job).
     home = tmp_path / "home"
     home.mkdir()
     master, slave = pty.openpty()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pytest
 from conftest import copied, real_jpegs
 
@@ -13,7 +12,7 @@ import smolql
 from smolql.backends.registry import backends
 from smolql.executor.calibrate import CalibrationNotice
 from smolql.models.registry import get_model
-from smolql.ops.loader import stream_batches
+from smolql.ops.loader import preprocessed
 from smolql.ops.pipeline import ImageRef, Preprocessor
 
 pytestmark = pytest.mark.slow
@@ -79,9 +78,7 @@ def test_openvino_int8_runs_every_convolution_in_int8(tmp_path, monkeypatch):
     monkeypatch.setenv("SMOLQL_CACHE", str(tmp_path / "cache"))
     spec = get_model("efficientnet_lite0")
     refs = [ImageRef(i, str(f), None) for i, f in enumerate(real_jpegs(16))]
-    images = np.concatenate(
-        [b.tensor.copy() for b in stream_batches(refs, Preprocessor(spec.transform))]
-    )
+    images = preprocessed(refs, Preprocessor(spec.transform))
     backend.calibrate(spec, "int8", images)
     session = backend.open(spec, "int8", 2, 16)
     convolutions = [

@@ -31,10 +31,10 @@ def _cpu_capabilities() -> tuple[str, ...]:
 
 def _streams(threads: int, batch_size: int) -> int:
     """Parallel inference streams (OpenVINO's throughput mode): one per thread on up to 2
-    threads, one per 2 threads beyond, each with at least 8 images. On 2 threads, 2 streams
-    of one thread each looked faster than one of two in a paired timing of EfficientNet-Lite0
-    (not a kept figure); ``benchmarks/inference.py``'s "I oth" column measures the other count
-    in every run."""
+    threads, one per 2 threads beyond, each with at least 8 images. On 2 threads the two
+    counts are within the host's noise (``benchmarks/results/inference-no-bf16-paired.txt``,
+    "I/s" against "I oth": Lite0 int8 316/287, 279/276, 319/359 images/s); the inference
+    benchmark measures the other count in every run."""
     streams = max(threads // 2, min(threads, 2))
     streams = max(1, min(streams, batch_size // 8))
     while batch_size % streams:

@@ -8,12 +8,11 @@ import warnings
 from collections.abc import Callable
 
 import duckdb
-import numpy as np
 
 from smolql.backends.registry import get_backend
 from smolql.errors import InferenceError
 from smolql.models.quantize import CALIBRATION_IMAGES
-from smolql.ops.loader import stream_batches
+from smolql.ops.loader import preprocessed
 from smolql.ops.pipeline import ImageRef, Preprocessor
 from smolql.planner.physical import Plan
 from smolql.storage.schema import image_sample
@@ -47,9 +46,7 @@ def ensure_engine(
         stacklevel=3,
     )
     refs = [ImageRef(i, path, orientation) for i, (path, orientation) in enumerate(rows)]
-    batches = stream_batches(refs, Preprocessor(plan.spec.transform))
-    tensors = [b.tensor.copy() for b in batches if len(b.tensor)]
-    if not tensors:
+    images = preprocessed(refs, Preprocessor(plan.spec.transform))
+    if not len(images):
         raise InferenceError(f"no image of catalog {catalog!r} decodes: nothing to calibrate on")
-    images = np.concatenate(tensors)
     backend.calibrate(plan.spec, plan.precision, images)

@@ -92,6 +92,13 @@ def stream_batches(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def preprocessed(refs: Iterable[ImageRef], pre: Preprocessor) -> np.ndarray:
+    """Every image of ``refs`` that decodes, preprocessed into one array in input order (copied
+    out of the loader's reused buffers): a sample held whole, as calibration needs."""
+    parts = [b.tensor.copy() for b in stream_batches(refs, pre) if len(b.tensor)]
+    return np.concatenate(parts) if parts else np.empty((0, *pre.output.shape), np.float32)
+
+
 def _feed(refs, pre, batch_size, group, free, pending, pool, stop) -> None:
     """Submit ``group`` batches' images as soon as as many buffers are free; hand each group
     of (images, buffer, futures) on in order."""

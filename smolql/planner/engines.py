@@ -25,7 +25,7 @@ from tqdm import tqdm
 from smolql.backends.registry import available
 from smolql.errors import InferenceError
 from smolql.models.spec import ModelSpec
-from smolql.ops.loader import stream_batches
+from smolql.ops.loader import preprocessed, stream_batches
 from smolql.ops.pipeline import ImageRef, Preprocessor
 from smolql.planner import rates
 from smolql.planner.calibration import Measurement, load, save
@@ -324,10 +324,9 @@ def calibrate(
     labels by path, where the catalog has them), and store the choice for this machine."""
     refs = [ImageRef(i, p) for i, p in enumerate(paths[:CALIBRATION_IMAGES])]
     pre = Preprocessor(spec.transform)
-    batches = [b.tensor.copy() for b in stream_batches(refs, pre, batch_size=32)]
-    if not batches or not sum(len(b) for b in batches):
+    sample = preprocessed(refs, pre)
+    if not len(sample):
         raise InferenceError("no calibration image could be decoded")
-    sample = np.concatenate(batches)
     sample = np.resize(sample, (CALIBRATION_IMAGES, *sample.shape[1:]))  # tile to full batches
     # The threads a query's inference gets on this machine before its rates are known.
     threads = rates.estimate([], None, model=None, engine="").threads
