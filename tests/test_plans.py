@@ -19,15 +19,17 @@ from conftest import MANIFEST, sample_files
 
 import smolql
 from smolql.backends.registry import available
+from smolql.config import cores
 from smolql.errors import QueryError
-from smolql.execute import PlanWarning
+from smolql.execute import PlanWarning, stage_plans
 from smolql.executor.local import run
 from smolql.ingest.manage import image_refs
 from smolql.models.registry import get_model
-from smolql.planner.cost import CostModel, RunObservation, fit_contention
+from smolql.planner.cost import CostModel, RunObservation, fit_contention, split_threads
 from smolql.planner.engines import profile_precisions
 from smolql.planner.physical import make_plan
 from smolql.planner.space import ORIGINAL, PhysicalPlan, enumerate_plans
+from smolql.planner.targets import Candidate
 from smolql.profile.chart import as_table, pareto
 from smolql.profile.measure import infer_key
 
@@ -211,6 +213,40 @@ def test_min_accuracy_picks_the_fastest_plan_meeting_it(profiled):
     assert {r["id"]: r["c"]["class_index"] for r in result} == expected
     cached = con.sql("SELECT DISTINCT plan FROM smolql.udf_cache").column("plan").to_pylist()
     assert chosen.key in cached
+
+
+def test_the_chosen_plan_is_sized_from_its_own_profiled_rates(profiled):
+    """The chosen plan runs at the batch size its profile measured it at, and its cost and
+    thread split come from the inference rate the profile measured for its engine (before,
+    an int8 plan, which the calibration does not time, got the 10 ms default guess)."""
+    con, _ = profiled
+    rows = con.sql(
+        "SELECT plan, batch_size, infer_ms FROM smolql.plan_profiles WHERE catalog = 'pics'"
+        " ORDER BY least(predicted_per_s, measured_per_s) DESC, accuracy DESC LIMIT 1"
+    ).to_pylist()
+    (fastest,) = rows
+    with target(con, "max_accuracy_loss", 1):
+        text = explain(con, "SELECT classify(image).label FROM pics")
+        sql = "SELECT classify(image) FROM pics"
+        (stage,) = stage_plans(con.duckdb, con.settings, sql).values()
+    chosen = PhysicalPlan.from_key(fastest["plan"])
+    assert f"chosen: {chosen.describe()}" in text
+    assert f"batch={fastest['batch_size']} " in text
+    assert "engine: the plan choice's, from the catalog's profile" in text
+    assert f"inference {fastest['infer_ms']:.2f} ms)" in text
+    assert "the profile's inference rate" in text
+    e = stage.plan.estimate
+    assert e.infer_s == pytest.approx(fastest["infer_ms"] / 1000)
+    assert (e.workers, e.threads) == split_threads(cores(), e.decode_s + e.resize_s, e.infer_s)
+    # A profile made at another batch size (SET smolql.batch_size while profiling) is run at it.
+    other = Candidate(chosen, 0.9, 100.0, False, 8, 0.004)
+    plan = make_plan(con.settings, model=None, backend=None, precision=None, batch_size=None,
+                     rendition=None, physical=chosen, profiled=other)  # fmt: skip
+    assert (plan.batch_size, plan.estimate.infer_s) == (8, 0.004)
+    with target(con, "batch_size", 24):
+        plan = make_plan(con.settings, model=None, backend=None, precision=None, batch_size=None,
+                         rendition=None, physical=chosen, profiled=other)  # fmt: skip
+    assert plan.batch_size == 24  # a batch size set for the session still wins
 
 
 def test_min_throughput_picks_the_most_accurate_plan_reaching_it(profiled):

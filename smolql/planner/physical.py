@@ -22,6 +22,7 @@ from smolql.planner.cost import CostModel, takes_turns, turn_batches
 from smolql.planner.space import ORIGINAL, PhysicalPlan, sized
 
 UNCALIBRATED = "default: not calibrated (run `smolql calibrate`)"
+PROFILED = "the plan choice's, from the catalog's profile (see plan choice)"
 
 
 @dataclass(frozen=True)
@@ -67,18 +68,21 @@ def make_plan(
     physical: PhysicalPlan | None = None,
     headers: list[rates.Header] | None = None,
     profile_costs: CostModel | None = None,
+    profiled: targets.Candidate | None = None,
 ) -> Plan:
     """Backend, precision, batch size and threads for a run; ``physical`` (a profiled plan)
-    fixes model, input, DCT scale, input size and engine. ``headers`` (a sample of the images
-    the plan reads) and the catalog's profiled cost model, where there is one, make the cost
-    prediction and the decode/inference thread split."""
+    fixes model, input, DCT scale, input size and engine, and ``profiled`` (its profile) the
+    batch size it was measured at and its measured inference rate. ``headers`` (a sample of the
+    images the plan reads) and the catalog's profiled cost model, where there is one, make the
+    cost prediction and the decode/inference thread split."""
+    engine = "set explicitly"
     if physical is not None:
         model, backend, precision = physical.model, physical.backend, physical.precision
         rendition = None if physical.source == ORIGINAL else physical.source
+        engine = PROFILED
     spec = get_model(model or settings.model)
     backend = backend or settings.backend
     precision = precision or settings.precision
-    engine = "set explicitly"
     if backend == "auto":
         chosen, engine = _machine_choice(spec)
         if precision not in ("auto", chosen.precision):  # an explicit precision is honoured
@@ -97,10 +101,17 @@ def make_plan(
         spec = sized(spec, physical.input_size)
         if not batch_size and not settings.batch_size:
             stored = choose.stored_choice(get_model(physical.model))
-            batch_size = stored.batch_size if stored else None
+            batch_size = (profiled.batch_size if profiled else 0) or (
+                stored.batch_size if stored else None
+            )
     batch = batch_size or settings.batch_size or 32
     scale = physical.scale if physical is not None else 1
     infer_s = choose.infer_seconds(spec, get_model(spec.name), backend, precision, batch)
+    infer_basis = "calibrated inference rate"
+    if profiled is not None and profiled.infer_s > 0:
+        # The profile timed this very engine (model, input size, backend/precision) on this
+        # machine; the calibration has no int8 engine and only the model's own input size.
+        infer_s, infer_basis = profiled.infer_s, "the profile's inference rate"
     gpu = "cpu" not in get_backend(backend).capabilities().devices
     machine = rates.load()
     costs = profile_costs if profile_costs is not None and profile_costs.decode else machine
@@ -110,6 +121,7 @@ def make_plan(
         model=costs,
         engine=f"{backend}/{precision}",
         gpu=gpu,
+        infer_basis=infer_basis,
     )
     if profile_costs is not None and costs is profile_costs:
         estimate = replace(estimate, basis=estimate.basis + ", refined by the catalog's profile")
@@ -227,6 +239,7 @@ def plan_stage(
         physical=choice.plan,
         headers=headers,
         profile_costs=profile_costs,
+        profiled=choice.chosen,
     )
     return StagePlan(choice, plan, settings.executor, path, _pending(plan, catalog))
 

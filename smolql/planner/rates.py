@@ -192,10 +192,11 @@ def estimate(
     engine: str,
     cores: int | None = None,
     gpu: bool = False,
+    infer_basis: str = "calibrated inference rate",
 ) -> Estimate:
     """Predict a plan: preprocessing from ``model``'s rates over the catalog's planned images,
-    inference ``infer_s`` per image (None: not calibrated; ``gpu``: on a GPU), pipelined on
-    ``cores`` (default: those this process may use)."""
+    inference ``infer_s`` per image (None: not calibrated; ``gpu``: on a GPU; ``infer_basis``:
+    where it was measured), pipelined on ``cores`` (default: those this process may use)."""
     cores = cores or available_cores()
     basis = []
     if model is not None and model.decode and images:
@@ -211,7 +212,7 @@ def estimate(
         infer_s = DEFAULT_INFER_S
         basis.append("default inference rate")
     else:
-        basis.append("calibrated inference rate")
+        basis.append(infer_basis)
     workers, threads = split_threads(cores, decode_s + resize_s, infer_s, gpu=gpu)
     per_s = model.throughput(decode_s + resize_s, infer_s, workers, engine)
     return Estimate(decode_s, resize_s, infer_s, workers, threads, per_s, ", ".join(basis))

@@ -31,6 +31,8 @@ class Candidate:
     accuracy: float
     per_s: float  # images/s counted on: the lower of the prediction and the profiled median
     reference: bool = False
+    batch_size: int = 0  # the batch size the profile ran the plan at (0: not profiled)
+    infer_s: float = 0.0  # the profile's median inference seconds per image (0: not profiled)
 
     def describe(self) -> str:
         return f"{self.plan.describe()} (accuracy {self.accuracy:.3f}, {self.per_s:.0f} img/s)"
@@ -96,7 +98,16 @@ def load(con: duckdb.DuckDBPyConnection, catalog: str) -> Profiles:
             continue  # a model since changed or gone
         per_s = min(row["predicted_per_s"], row["measured_per_s"])
         plan = PhysicalPlan.from_key(row["plan"])
-        out.candidates.append(Candidate(plan, row["accuracy"], per_s, row["reference"]))
+        out.candidates.append(
+            Candidate(
+                plan,
+                row["accuracy"],
+                per_s,
+                row["reference"],
+                row["batch_size"] or 0,
+                (row["infer_ms"] or 0.0) / 1000,
+            )
+        )
         out.basis = row["accuracy_basis"]
     return out
 
