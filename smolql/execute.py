@@ -58,6 +58,7 @@ class QueryStats:
     stages: dict[int, StageStats] = field(default_factory=dict)
     final_rows: int = 0
     final_seconds: float = 0.0
+    not_kept: str = ""  # why the stage tables are not reused by a repeat ('' when they may be)
 
 
 def run_script(
@@ -261,10 +262,11 @@ def evaluate_stages(
         at = changes.stamp(database)  # before planning: a change meanwhile plans it again
         prepared = _prepare(con, settings, text, values, plans.tag() if plans else "", at)
         if plans is not None and prepared.plan.early_limit is None:
+            prepared.unwitnessed = changes.unwitnessed(con, prepared.plan.tree, database)
             plans.put(con, key, prepared)
     for note in prepared.notes:
         warnings.warn(note, PlanWarning, stacklevel=4)
-    stats = QueryStats()
+    stats = QueryStats(not_kept=prepared.unwitnessed)
     if plans is not None and plans.reusable(prepared, settings):
         stats.stages = plans.reused(prepared)
         return prepared, stats
@@ -508,6 +510,8 @@ def explain_analyze(plan: QueryPlan, stats: QueryStats) -> list[str]:
                 f"  node {node}: {images} images, {images / max(s.seconds, 1e-9):.1f} img/s of"
                 f" the stage's wall time, {busy:.2f} s busy there"
             )
+    if stats.not_kept and plan.stages:
+        lines.append(f"Stage results not reused by a repeat: {stats.not_kept}")
     lines.append(f"Final query: {stats.final_rows} rows, {stats.final_seconds:.3f} s")
     return lines
 

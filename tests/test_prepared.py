@@ -81,13 +81,64 @@ def test_an_edited_file_is_classified_again(pair):
 
 def test_a_table_changed_through_sql_is_read_again(pair):
     con, fresh, _ = pair
-    for c in (con, fresh):
-        c.sql("CREATE TEMP TABLE pics AS SELECT * FROM photos WHERE file < '03'")
+    con.sql("CREATE TABLE pics AS SELECT * FROM photos WHERE file < '03'")
     warm(con, "pics")
-    for c in (con, fresh):
-        c.sql("INSERT INTO pics SELECT * FROM photos WHERE file >= '03'")
+    con.sql("INSERT INTO pics SELECT * FROM photos WHERE file >= '03'")
     assert not reused(con, "pics")
     assert answers(con, "pics") == answers(fresh, "pics") == answers(fresh)
+
+
+def not_kept(con, table: str) -> str:
+    lines = con.sql(f"EXPLAIN ANALYZE {SQL.format(table)}")["plan"].to_pylist()
+    return next((x for x in lines if x.startswith("Stage results not reused")), "")
+
+
+UNWITNESSED = {  # what a query reads, made on the connection; a raw-handle write to it; why
+    "temporary table": (
+        "CREATE TEMP TABLE pics AS SELECT * FROM photos WHERE file < '03'",
+        "INSERT INTO pics SELECT * FROM photos WHERE file >= '03'",
+        "the temporary table pics",
+    ),
+    "stored view over a csv file": (
+        "CREATE VIEW pics AS SELECT p.* FROM photos p JOIN read_csv('{csv}') USING (file)",
+        None,  # the file is rewritten instead
+        "outside the database (through the view pics)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", UNWITNESSED)
+def test_a_statement_reading_what_leaves_no_trace_is_never_reused(pair, tmp_path, case):
+    """A temporary table written through the raw DuckDB handle, or a file a view reads, changes
+    with no trace in the database file: the stage results are looked up again every run
+    (before, the repeat reused them and answered the new rows with NULL)."""
+    con, fresh, _ = pair
+    make, write, why = UNWITNESSED[case]
+    csv = tmp_path / "picks.csv"
+    csv.write_text("file\n00.jpg\n01.jpg\n")
+    con.duckdb.execute(make.format(csv=csv))
+    first = answers(con, "pics")
+    assert answers(con, "pics") == first  # the run a repeat could reuse
+    assert len(first) == (3 if write else 2) and all(label for _, label in first)
+    assert not reused(con, "pics") and why in not_kept(con, "pics")
+    if write:
+        con.duckdb.execute(write)  # through the raw handle: no SmolQL statement
+    else:
+        csv.write_text("file\n00.jpg\n01.jpg\n04.jpg\n05.jpg\n")
+    got = answers(con, "pics")
+    assert len(got) > len(first) and all(label for _, label in got)
+    assert set(got) <= set(answers(fresh))
+
+
+def test_a_database_in_memory_never_reuses_stage_results(pair):
+    _, fresh, files = pair
+    with smolql.connect(":memory:") as con:
+        con.create_catalog("photos", str(files[0].parent), renditions=(), progress=False)
+        con.sql("CREATE TABLE pics AS SELECT * FROM photos WHERE file < '02'")
+        assert len(answers(con, "pics")) == len(answers(con, "pics")) == 2
+        assert "in memory" in not_kept(con, "pics")
+        con.duckdb.execute("INSERT INTO pics SELECT * FROM photos WHERE file >= '02'")
+        assert answers(con, "pics") == answers(fresh)
 
 
 def test_a_stored_table_written_through_the_raw_duckdb_handle_is_read_again(pair):

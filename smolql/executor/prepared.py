@@ -9,6 +9,9 @@ when the last run:
 * ran every stage inside DuckDB (:mod:`smolql.executor.cached`) and found every image value
   vouched for by :data:`~smolql.watch.WATCHER` (none stat'ed or read), with no image error;
 * wrote nothing and saw no write during the run (the stamp did not move);
+* read only stored tables of the database file, through its views too (a database in memory,
+  a temporary table, a registered data frame, a file or another attached database can change
+  with no trace in the stamp: :func:`smolql.changes.unwitnessed`);
 
 and since then no write happened and no vouched-for file changed (the watcher's generation
 did not move). Anything else runs the stages again: never a stale answer, only a slower one.
@@ -46,6 +49,7 @@ class Prepared:
     notes: list[str] = field(default_factory=list)  # planner warnings, repeated on each run
     stats: dict[int, StageStats] = field(default_factory=dict)  # the run that made the tables
     watched: int = -1  # the watcher's generation before that run; -1: tables not reusable
+    unwitnessed: str = ""  # why a change to what it reads may go unseen (changes.unwitnessed)
 
 
 class Plans:
@@ -84,8 +88,14 @@ class Plans:
             self._drop(con, next(iter(self._entries)))
 
     def reusable(self, prepared: Prepared, settings: Settings) -> bool:
-        """Whether ``prepared``'s stage tables are right now (call after :meth:`get`)."""
-        return settings.cache and prepared.watched >= 0 and WATCHER.generation() == prepared.watched
+        """Whether ``prepared``'s stage tables are right now (call after :meth:`get`): never
+        when a change to what it reads could go unseen (:func:`smolql.changes.unwitnessed`)."""
+        return (
+            settings.cache
+            and not prepared.unwitnessed
+            and prepared.watched >= 0
+            and WATCHER.generation() == prepared.watched
+        )
 
     def ran(self, prepared: Prepared, before: Stamp, watched: int, stats: dict) -> None:
         """Record a run that started at ``before`` (and the watcher's ``watched``): its tables
