@@ -134,3 +134,51 @@ def test_gpu_status_is_reported_not_faked():
         if reason is None:  # a GPU machine: the conformance suite covers it
             continue
         assert "GPU" in reason
+
+
+def test_taking_turns_hands_a_turn_s_batches_to_the_engine_together():
+    """Where decoding and inference take turns, the batches of one turn go to the engine in one
+    call (OpenVINO keeps all their parts in flight), and the answers are those of one batch at
+    a time; the bad image of the turn is an error row, not a hole in the batches."""
+    from conftest import real_jpegs
+
+    from smolql.backends.openvino_cpu import OpenVinoBackend, OpenVinoSession
+    from smolql.executor.local import classify_stream
+    from smolql.models.registry import get_model
+    from smolql.ops.pipeline import ImageRef, Preprocessor
+    from smolql.planner.cost import turn_batches
+
+    if OpenVinoBackend().unavailable_reason():
+        pytest.skip("openvino is not installed")
+
+    class Recorded(OpenVinoSession):  # the real engine, its calls counted
+        calls: list[list[int]]
+
+        def run_many(self, batches):
+            self.calls.append([len(b) for b in batches])
+            return super().run_many(batches)
+
+    spec = get_model("efficientnet_lite0")
+    pre = Preprocessor(spec.transform)
+    session = Recorded(spec, "fp32", 2, 16)
+    files = [str(p) for p in real_jpegs(40)]
+    files[5] = __file__  # not an image
+    refs = [ImageRef(i, p, 1) for i, p in enumerate(files)]
+    turn = turn_batches(16, 4 * 3 * 224 * 224)
+    try:
+        runs = {}
+        for turns in (True, False):
+            session.calls = []
+            stream = classify_stream(
+                refs, spec, session, pre, batch_size=16, decode_workers=2, turns=turns
+            )
+            runs[turns] = [(p.key, p.class_index, p.error is None) for p in stream]
+            calls = session.calls
+            if turns:
+                assert turn == 4 and calls == [[15, 16, 8]]  # one turn: 40 images, the 6th bad
+            else:
+                assert calls == [[15], [16], [8]]
+    finally:
+        session.close()
+    assert runs[True] == runs[False]
+    assert sorted(k for k, _, ok in runs[True] if not ok) == [5] and len(runs[True]) == 40

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,11 @@ class Session(ABC):
     @abstractmethod
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits (N, classes) float32 for a (N, 3, H, W) float32 batch."""
+
+    def run_many(self, batches: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Logits for each of several batches, all ready at once (an engine with asynchronous
+        requests keeps them all in flight, with no idle stream between batches)."""
+        return [self.run(b) for b in batches]
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

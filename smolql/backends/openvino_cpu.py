@@ -3,6 +3,7 @@ NNCF post-training quantisation (see :mod:`smolql.models.quantize`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
@@ -20,6 +21,7 @@ from smolql.models.quantize import (
 from smolql.models.spec import ModelSpec
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the unquantised rest in f32
+REQUESTS_PER_STREAM = 2  # asynchronous requests in flight per stream (see OpenVinoSession)
 
 
 @cache
@@ -43,6 +45,10 @@ def _streams(threads: int, batch_size: int) -> int:
 
 
 class OpenVinoSession(Session):
+    """A compiled model with a queue of asynchronous requests, each a part of a batch: two per
+    stream, so a stream that finishes its part starts the next at once instead of waiting for
+    the other streams at the end of every batch."""
+
     def __init__(
         self,
         spec: ModelSpec,
@@ -59,7 +65,7 @@ class OpenVinoSession(Session):
         size = spec.input_size
         streams = streams or _streams(threads, batch_size)
         self.part = batch_size // streams
-        # A static batch compiles to faster kernels; a short last batch is padded.
+        # A static batch compiles to faster kernels; a short last part is padded.
         model.reshape({INPUT_NAME: [self.part, 3, size, size]})
         self.batch_size = batch_size
         self.compiled = core.compile_model(
@@ -72,27 +78,36 @@ class OpenVinoSession(Session):
                 "NUM_STREAMS": streams,
             },
         )
-        self.requests = [self.compiled.create_infer_request() for _ in range(streams)]
-        self.padded: np.ndarray | None = None  # made for the first short or strided batch
+        self.classes = self.compiled.output(0).get_partial_shape()[1].get_length()
+        self.queue = ov.AsyncInferQueue(self.compiled, REQUESTS_PER_STREAM * streams)
+        self.queue.set_callback(_copy_out)
         self.backend, self.precision = "openvino", precision
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """The batch's parts run at once, one per stream (asynchronous requests), from the
-        caller's buffer (no copy unless the batch is short and must be padded)."""
-        n = len(batch)
-        if n != self.batch_size or not batch.flags.c_contiguous:
-            if self.padded is None:
-                self.padded = np.empty((self.batch_size, *batch.shape[1:]), np.float32)
-            self.padded[:n] = batch
-            self.padded[n:] = 0
-            batch = self.padded
-        for i, request in enumerate(self.requests):
-            part = batch[i * self.part : (i + 1) * self.part]
-            request.start_async({0: part}, share_inputs=True)
-        for request in self.requests:
-            request.wait()
-        out = np.concatenate([r.get_output_tensor(0).data for r in self.requests])
-        return out[:n]
+        return self.run_many([batch])[0]
+
+    def run_many(self, batches: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Every part of every batch through the queue, from the caller's buffers (a short or
+        strided part is copied, padded); the queue is drained before returning."""
+        outs = [np.empty((len(b), self.classes), np.float32) for b in batches]
+        kept = []  # copied parts, alive until their requests finish
+        for batch, out in zip(batches, outs, strict=True):
+            for lo in range(0, len(batch), self.part):
+                part = batch[lo : lo + self.part]
+                if len(part) < self.part or not part.flags.c_contiguous:
+                    whole = np.zeros((self.part, *batch.shape[1:]), np.float32)
+                    whole[: len(part)] = part
+                    kept.append(part := whole)
+                self.queue.start_async({0: part}, (out, lo), share_inputs=True)
+        self.queue.wait_all()
+        return outs
+
+
+def _copy_out(request, where: tuple[np.ndarray, int]) -> None:
+    """A finished request's logits into its batch's output, before the request is reused."""
+    out, lo = where
+    rows = out[lo : lo + len(request.get_output_tensor(0).data)]
+    rows[:] = request.get_output_tensor(0).data[: len(rows)]
 
 
 class OpenVinoBackend(Backend):

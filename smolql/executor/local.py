@@ -12,8 +12,9 @@ import math
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, replace
-from itertools import chain
+from itertools import chain, islice
 
 import numpy as np
 import pyarrow as pa
@@ -86,27 +87,41 @@ def classify_stream(
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=total, unit="img", desc=f"classify {spec.name}", disable=not show)
     workers = io_threads(first.path, decode_workers)  # remote images: overlap round trips
-    with bar:
-        for batch in stream_batches(
-            chain([first], refs),
-            pre,
-            batch_size=batch_size,
-            workers=workers,
-            prefetch=0 if turns else 2,
-            turn=turn_batches(batch_size, 4 * math.prod(pre.output.shape)),
-        ):
-            yield from batch_predictions(batch, spec, session, k)
-            bar.update(len(batch.keys) + len(batch.errors))
+    turn = turn_batches(batch_size, 4 * math.prod(pre.output.shape))
+    loader = stream_batches(
+        chain([first], refs),
+        pre,
+        batch_size=batch_size,
+        workers=workers,
+        prefetch=0 if turns else 2,
+        turn=turn,
+    )
+    with bar, closing(loader):
+        # Taking turns, a turn's batches are all decoded before the engine starts: they go to
+        # it together (no idle stream between them), and the loader decodes the next turn into
+        # their buffers only once they are done (when the batch after them is asked for).
+        while group := list(islice(loader, turn if turns else 1)):
+            logits = iter(session.run_many([b.tensor for b in group if b.keys]))
+            for batch in group:
+                yield from predictions_of(batch, spec, next(logits) if batch.keys else None, k)
+                bar.update(len(batch.keys) + len(batch.errors))
 
 
 def batch_predictions(batch: Batch, spec: ModelSpec, session: Session, k: int) -> list[Prediction]:
     """One decoded batch through the engine: its errors, then its images' top-k."""
+    return predictions_of(batch, spec, session.run(batch.tensor) if batch.keys else None, k)
+
+
+def predictions_of(
+    batch: Batch, spec: ModelSpec, logits: np.ndarray | None, k: int
+) -> list[Prediction]:
+    """A decoded batch's errors, then its images' top-k from the engine's ``logits``."""
     out = [
         Prediction(err.key, None, None, None, error=f"{err.path}: {err.reason}")
         for err in batch.errors
     ]
     if batch.keys:
-        idx, prob = softmax_topk(session.run(batch.tensor), k)
+        idx, prob = softmax_topk(logits, k)
         for key, digest, row_idx, row_p in zip(batch.keys, batch.digests, idx, prob, strict=True):
             top = tuple(
                 (int(i), spec.labels[i], float(p)) for i, p in zip(row_idx, row_p, strict=True)
