@@ -359,7 +359,7 @@ def main() -> None:
                     all_cores = backend.open(spec, precision, cores, bs)
                     single = None
                     if backend_name == "openvino":
-                        other = 2 if len(all_cores.requests) == 1 else 1
+                        other = 2 if all_cores.streams == 1 else 1
                         single = OpenVinoSession(spec, precision, cores, bs, streams=other)
                     row, idx = measure(
                         spec,

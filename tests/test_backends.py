@@ -107,7 +107,7 @@ def test_openvino_streams_give_the_logits_of_one_stream():
     one = OpenVinoSession(spec, "fp32", 2, 16, streams=1)
     two = OpenVinoSession(spec, "fp32", 2, 16, streams=2)
     try:
-        assert (one.part, two.part) == (16, 8)
+        assert (one.streams, two.streams, one.part, two.part) == (1, 2, 16, 8)
         np.testing.assert_array_equal(two.run(batch), one.run(batch))
         np.testing.assert_array_equal(two.run(batch[:5]), one.run(batch[:5]))  # padded
         np.testing.assert_array_equal(two.run(batch[::2]), one.run(batch[::2]))  # strided

@@ -63,8 +63,8 @@ class OpenVinoSession(Session):
         path = openvino_int8_model(spec) if precision == "int8" else onnx_path(spec)
         model = core.read_model(str(path))
         size = spec.input_size
-        streams = streams or _streams(threads, batch_size)
-        self.part = batch_size // streams
+        self.streams = streams or _streams(threads, batch_size)
+        self.part = batch_size // self.streams
         # A static batch compiles to faster kernels; a short last part is padded.
         model.reshape({INPUT_NAME: [self.part, 3, size, size]})
         self.batch_size = batch_size
@@ -74,12 +74,12 @@ class OpenVinoSession(Session):
             {
                 "INFERENCE_NUM_THREADS": threads,
                 "INFERENCE_PRECISION_HINT": HINTS[precision],
-                "PERFORMANCE_HINT": "THROUGHPUT" if streams > 1 else "LATENCY",
-                "NUM_STREAMS": streams,
+                "PERFORMANCE_HINT": "THROUGHPUT" if self.streams > 1 else "LATENCY",
+                "NUM_STREAMS": self.streams,
             },
         )
         self.classes = self.compiled.output(0).get_partial_shape()[1].get_length()
-        self.queue = ov.AsyncInferQueue(self.compiled, REQUESTS_PER_STREAM * streams)
+        self.queue = ov.AsyncInferQueue(self.compiled, REQUESTS_PER_STREAM * self.streams)
         self.queue.set_callback(_copy_out)
         self.backend, self.precision = "openvino", precision
 
