@@ -17,7 +17,6 @@ import os
 import threading
 from dataclasses import dataclass
 
-import duckdb
 import sqlglot
 from sqlglot import exp
 
@@ -61,31 +60,28 @@ def _signature(path: str) -> tuple | None:
 
 
 OWN_PREFIX = "__smolql_"  # SmolQL's own stage and working tables (dropped with the statement)
-_RELATIONS = (
-    "SELECT database_name, schema_name, table_name, temporary, NULL FROM duckdb_tables()"
-    " UNION ALL SELECT database_name, schema_name, view_name, temporary, sql"
-    " FROM duckdb_views() WHERE NOT internal"
-)
 _DEPTH = 8  # views within views followed at most this deep
 
 
-def unwitnessed(con: duckdb.DuckDBPyConnection, tree: exp.Expression, database: str | None) -> str:
+def unwitnessed(tree: exp.Expression, relations: tuple[str, list[tuple]] | None) -> str:
     """Why a change to what ``tree`` reads might leave no trace in :func:`stamp` ('' when
-    every relation it reads, through its views too, is a stored table of ``database``):
+    every relation it reads, through its views too, is a stored table of the database file);
+    ``relations``: the database's name and the tables and views it sees
+    (:func:`smolql.storage.catalogs.relations`), None for a database in memory:
 
     * a database in memory has no file to witness a write through the raw DuckDB handle;
     * a temporary table or view (a registered data frame included), a table function or file
       read (``read_csv(...)``, ``'pics.parquet'``), a Python variable DuckDB scans by name, or
       a table of another attached database can change without touching the file.
 
-    Read once, when a statement is planned (a catalog query of a few milliseconds)."""
-    if database is None:
+    Read once, when a statement is planned."""
+    if relations is None:
         return "the database is in memory (a write through the raw DuckDB handle leaves no trace)"
-    ours = con.execute("SELECT current_database()").fetchone()[0]
-    relations: dict[str, list[tuple]] = {}
-    for row in con.execute(_RELATIONS).fetchall():
-        relations.setdefault(row[2].lower(), []).append(row)
-    return _reads(tree, ours, relations, _DEPTH)
+    ours, rows = relations
+    by_name: dict[str, list[tuple]] = {}
+    for row in rows:
+        by_name.setdefault(row[2].lower(), []).append(row)
+    return _reads(tree, ours, by_name, _DEPTH)
 
 
 def _reads(tree: exp.Expression, ours: str, relations: dict[str, list[tuple]], depth: int) -> str:

@@ -41,6 +41,7 @@ from smolql.sql.logical import IMAGE, QueryPlan, Stage, plan_query
 from smolql.sql.parse import Statement, classify_statement, parse_one, split, uses_smolql
 from smolql.sql.run import bound, clear_name, query_arrow, sql_error
 from smolql.storage import cache
+from smolql.storage.catalogs import relations
 from smolql.storage.profiles import cost_model as profile_cost_model
 from smolql.storage.schema import image_headers
 from smolql.watch import WATCHER
@@ -262,7 +263,8 @@ def evaluate_stages(
         at = changes.stamp(database)  # before planning: a change meanwhile plans it again
         prepared = _prepare(con, settings, text, values, plans.tag() if plans else "", at)
         if plans is not None and prepared.plan.early_limit is None:
-            prepared.unwitnessed = changes.unwitnessed(con, prepared.plan.tree, database)
+            seen = relations(con) if database is not None else None
+            prepared.unwitnessed = changes.unwitnessed(prepared.plan.tree, seen)
             plans.put(con, key, prepared)
     for note in prepared.notes:
         warnings.warn(note, PlanWarning, stacklevel=4)

@@ -106,8 +106,9 @@ class OpenVinoSession(Session):
 def _copy_out(request, where: tuple[np.ndarray, int]) -> None:
     """A finished request's logits into its batch's output, before the request is reused."""
     out, lo = where
-    rows = out[lo : lo + len(request.get_output_tensor(0).data)]
-    rows[:] = request.get_output_tensor(0).data[: len(rows)]
+    logits = request.get_output_tensor(0).data
+    rows = out[lo : lo + len(logits)]  # fewer at the end of a short batch (its part was padded)
+    rows[:] = logits[: len(rows)]
 
 
 class OpenVinoBackend(Backend):

@@ -100,10 +100,10 @@ def make_plan(
     if physical is not None:
         spec = sized(spec, physical.input_size)
         if not batch_size and not settings.batch_size:
-            stored = choose.stored_choice(get_model(physical.model))
-            batch_size = (profiled.batch_size if profiled else 0) or (
-                stored.batch_size if stored else None
-            )
+            batch_size = profiled.batch_size if profiled else 0
+            if not batch_size:  # no profile given: the model's calibrated batch size
+                stored = choose.stored_choice(get_model(physical.model))
+                batch_size = stored.batch_size if stored else None
     batch = batch_size or settings.batch_size or 32
     scale = physical.scale if physical is not None else 1
     infer_s = choose.infer_seconds(spec, get_model(spec.name), backend, precision, batch)

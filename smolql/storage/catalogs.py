@@ -101,6 +101,18 @@ def name_taken(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return any(n for (n,) in taken)
 
 
+def relations(con: duckdb.DuckDBPyConnection) -> tuple[str, list[tuple]]:
+    """This connection's database name, and every table and view it can see as (database,
+    schema, name, temporary, the view's SQL or None)."""
+    ours = con.execute("SELECT current_database()").fetchone()[0]
+    rows = con.execute(
+        "SELECT database_name, schema_name, table_name, temporary, NULL FROM duckdb_tables()"
+        " UNION ALL SELECT database_name, schema_name, view_name, temporary, sql"
+        " FROM duckdb_views() WHERE NOT internal"
+    ).fetchall()
+    return ours, rows
+
+
 def load_labels(con: duckdb.DuckDBPyConnection, name: str, labels: str) -> None:
     """Copy a labels CSV into ``smolql."labels_<name>"``: keyed by file name (its first column
     named file, filename or path, else its first column), no column clashing with the
