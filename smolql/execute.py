@@ -250,6 +250,18 @@ def _cost(con) -> callable:
     return cost
 
 
+def _unwitnessed(con, tree: exp.Expression, database: str | None) -> str:
+    """:func:`smolql.changes.unwitnessed` for ``tree`` on this connection; a catalog that
+    cannot be listed is a reason too (the statement still runs, its stages are never reused)."""
+    if database is None:
+        return changes.unwitnessed(tree, None)
+    try:
+        seen = relations(con)
+    except duckdb.Error as e:
+        return f"the database's tables and views could not be listed ({e})"
+    return changes.unwitnessed(tree, seen)
+
+
 def evaluate_stages(
     con, settings: Settings, text: str, values: dict, plans: Plans | None = None
 ) -> tuple[Prepared, QueryStats]:
@@ -263,8 +275,7 @@ def evaluate_stages(
         at = changes.stamp(database)  # before planning: a change meanwhile plans it again
         prepared = _prepare(con, settings, text, values, plans.tag() if plans else "", at)
         if plans is not None and prepared.plan.early_limit is None:
-            seen = relations(con) if database is not None else None
-            prepared.unwitnessed = changes.unwitnessed(prepared.plan.tree, seen)
+            prepared.unwitnessed = _unwitnessed(con, prepared.plan.tree, database)
             plans.put(con, key, prepared)
     for note in prepared.notes:
         warnings.warn(note, PlanWarning, stacklevel=4)

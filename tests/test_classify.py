@@ -142,7 +142,7 @@ def test_taking_turns_hands_a_turn_s_batches_to_the_engine_together():
     a time; the bad image of the turn is an error row, not a hole in the batches."""
     from conftest import real_jpegs
 
-    from smolql.backends.openvino_cpu import OpenVinoBackend, OpenVinoSession
+    from smolql.backends.openvino_cpu import OpenVinoBackend
     from smolql.executor.local import classify_stream
     from smolql.models.registry import get_model
     from smolql.ops.pipeline import ImageRef, Preprocessor
@@ -151,13 +151,7 @@ def test_taking_turns_hands_a_turn_s_batches_to_the_engine_together():
     if OpenVinoBackend().unavailable_reason():
         pytest.skip("openvino is not installed")
 
-    class Recorded(OpenVinoSession):  # the real engine, its calls counted
-        calls: list[list[int]]
-
-        def run_many(self, batches):
-            self.calls.append([len(b) for b in batches])
-            return super().run_many(batches)
-
+    Recorded = recorded_openvino()
     spec = get_model("efficientnet_lite0")
     pre = Preprocessor(spec.transform)
     session = Recorded(spec, "fp32", 2, 16)
@@ -182,3 +176,51 @@ def test_taking_turns_hands_a_turn_s_batches_to_the_engine_together():
         session.close()
     assert runs[True] == runs[False]
     assert sorted(k for k, _, ok in runs[True] if not ok) == [5] and len(runs[True]) == 40
+
+
+def recorded_openvino() -> type:
+    """OpenVINO's real session with the batch sizes of each call to the engine recorded."""
+    from smolql.backends.openvino_cpu import OpenVinoSession
+
+    class Recorded(OpenVinoSession):
+        calls: list[list[int]]
+
+        def run_many(self, batches):
+            self.calls.append([len(b) for b in batches])
+            return super().run_many(batches)
+
+    return Recorded
+
+
+def test_a_profile_times_the_engine_as_the_run_hands_it_batches(monkeypatch):
+    """The profile's inference rate sizes the plan, so it is timed as the run will call the
+    engine: a turn's batches together where the stages take turns, one batch where not."""
+    from conftest import real_jpegs
+
+    from smolql.backends.openvino_cpu import OpenVinoBackend
+    from smolql.config import cores
+    from smolql.planner.space import PhysicalPlan
+    from smolql.profile.measure import WARMUP_BATCHES, SampleImage, run_plan
+
+    if OpenVinoBackend().unavailable_reason():
+        pytest.skip("openvino is not installed")
+    Recorded = recorded_openvino()
+    opened: list = []
+
+    def open_recorded(self, spec, precision, threads, batch_size):
+        opened.append(Recorded(spec, precision, threads, batch_size))
+        opened[-1].calls = []
+        return opened[-1]
+
+    monkeypatch.setattr(OpenVinoBackend, "open", open_recorded)
+    plan = PhysicalPlan("efficientnet_lite0", backend="openvino", precision="fp32")
+    images = [SampleImage(i, str(p), 1, None, {}) for i, p in enumerate(real_jpegs(8))]
+    n = cores()
+    taking_turns = run_plan(plan, images, 16, workers=n, threads=n, timed=3)
+    side_by_side = run_plan(plan, images, 16, workers=1, threads=max(1, n - 1), timed=3)
+    turns, alone = (s.calls[WARMUP_BATCHES : WARMUP_BATCHES + 3] for s in opened)
+    assert turns == [[16] * 4] * 3  # a turn: 64 images in batches of 16
+    assert alone == [[16]] * 3
+    for run in (taking_turns, side_by_side):
+        assert len(run.infer_s) == 3 and all(s > 0 for s in run.infer_s)
+        assert len(run.predictions) == 8

@@ -8,10 +8,12 @@ import shutil
 import warnings
 from pathlib import Path
 
+import duckdb
 import pytest
 from conftest import real_jpegs
 
 import smolql
+from smolql import execute
 from smolql.watch import WATCHER
 
 pytestmark = pytest.mark.skipif(WATCHER.broken, reason="no inotify on this system")
@@ -194,3 +196,15 @@ def test_explain_counts_cached_contents_as_a_run_would(pair):
     assert cached() == "cache: 6 of 6 images cached"
     files[0].write_bytes(real_jpegs(8)[7].read_bytes())  # a content never classified
     assert cached() == "cache: 5 of 6 images cached"
+
+
+def test_a_catalog_that_cannot_be_listed_keeps_the_answer_and_reuses_nothing(pair, monkeypatch):
+    con, fresh, _ = pair
+
+    def unreadable(_con):
+        raise duckdb.IOException("could not read the catalog")  # a fault in the listing
+
+    monkeypatch.setattr(execute, "relations", unreadable)
+    assert answers(con) == answers(con) == answers(fresh)
+    assert "could not be listed" in not_kept(con, "photos")
+    assert not reused(con)

@@ -67,7 +67,6 @@ class OpenVinoSession(Session):
         self.part = batch_size // self.streams
         # A static batch compiles to faster kernels; a short last part is padded.
         model.reshape({INPUT_NAME: [self.part, 3, size, size]})
-        self.batch_size = batch_size
         self.compiled = core.compile_model(
             model,
             "CPU",

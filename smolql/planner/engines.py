@@ -175,9 +175,10 @@ def _reason(chosen: Measurement, measurements: list[Measurement]) -> str:
 
 
 def _top1(session, sample: np.ndarray, batch: int) -> np.ndarray:
-    return np.concatenate(
-        [session.run(sample[i : i + batch]).argmax(axis=1) for i in range(0, len(sample), batch)]
-    )
+    """Top-1 of ``sample`` in batches of ``batch``, handed to the engine together as a query
+    that takes turns hands over one turn (the sample is one turn, :data:`CALIBRATION_IMAGES`)."""
+    batches = [sample[i : i + batch] for i in range(0, len(sample), batch)]
+    return np.concatenate([logits.argmax(axis=1) for logits in session.run_many(batches)])
 
 
 def stored_choice(spec: ModelSpec) -> Measurement | None:
