@@ -257,6 +257,7 @@ def through_sql(
     session.close()
     got = {r["file"]: r["c"] for r in con.sql(sql).to_pylist()}
     out = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    out["rounds"] = rounds
     out["top1"] = float(np.mean([got[f.name] == t for f, t in zip(files, truth, strict=True)]))
     split = f"{plan.decode_workers} + {plan.infer_threads}{' taking turns' if plan.turns else ''}"
     out["engine"] = f"{plan.backend}/{plan.precision}, batch {bs}, {split}"
@@ -413,6 +414,12 @@ def main() -> None:
                 f" {q['sql'] / naive_rate:.1f}x the naive peer, top-1 {q['top1']:.3f}"
                 f" ({100 * (q['top1'] - naive_top1):+.1f} points){paired}"
             )
+            each = [
+                f"{r['of bound']:.2f}" + (f" {r['x peer']:.1f}x" if peer is not None else "")
+                for r in q["rounds"]
+            ]
+            what = "of the bound" + (" and x the paired peer" if peer is not None else "")
+            print(f"  each round, {what}: {', '.join(each)}")
         print(
             "I oth: OpenVINO with the other number of streams (2 where the executor runs 1);"
             " split: decode workers + inference threads ('t': taking turns on all cores);"
